@@ -1,0 +1,42 @@
+# Two commands for a new user: `make demo` and `make test`. Each sets up .venv on its own.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+DEMO_OUT ?= demo-output
+# Compiled DeepSpeed ops are cached here so they build once per machine.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export RAY_AUTH_MODE ?= disabled
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+
+.PHONY: demo test venv clean bench
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned first so no dependency can pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[train,test]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@if [ -d "$(SHARED)/data/trajectories" ]; then \
+	  input="$(SHARED)/data/trajectories"; \
+	else \
+	  input="$(DEMO_OUT)/synthetic-input"; \
+	  $(VENV)/bin/raypipe make-sample --output "$$input"; \
+	fi; \
+	$(VENV)/bin/raypipe curate --input "$$input" --output "$(DEMO_OUT)/curated-run" --overwrite --num-cpus 2
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) benchmarks/curate_throughput.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache
