@@ -28,9 +28,9 @@ demo: venv
 	  input="$(SHARED)/data/trajectories"; \
 	else \
 	  input="$(DEMO_OUT)/synthetic-input"; \
-	  $(VENV)/bin/raypipe make-sample --output "$$input"; \
+	  $(VENV)/bin/raypipe make-sample --output "$$input"; synthetic=--synthetic; \
 	fi; \
-	$(VENV)/bin/raypipe curate --input "$$input" --output "$(DEMO_OUT)/curated-run" --overwrite --num-cpus 2
+	$(VENV)/bin/raypipe curate --input "$$input" --output "$(DEMO_OUT)/curated-run" --overwrite --num-cpus 2 $$synthetic
 
 test: venv
 	$(PY) -m pytest -q tests

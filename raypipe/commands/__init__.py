@@ -1,0 +1,1 @@
+"""Subcommands of the `raypipe` CLI (and of the thin jobs/*.py entry points)."""

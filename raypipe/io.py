@@ -1,0 +1,200 @@
+"""Local and s3:// storage through pyarrow.fs: listing inputs, reading shards row by row, writing outputs.
+
+S3 settings come from the standard AWS variables (AWS_ENDPOINT_URL, AWS_REGION, credentials) or an explicit
+endpoint. A `Storage` is a small picklable description, resolved to a filesystem where it is used (a driver,
+a Ray actor, a Serve replica).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raypipe.schema import stable_hash
+
+INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
+
+
+@dataclass(frozen=True)
+class Storage:
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+
+    def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """(filesystem, path inside it) for a local path or an s3:// URI."""
+        if uri.startswith("s3://"):
+            return s3_filesystem(self.s3_endpoint, self.s3_region), uri[len("s3://"):].rstrip("/")
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs: dict = {
+        "region": region,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=int(os.environ.get("RAYPIPE_S3_MAX_ATTEMPTS", "8"))),
+        "connect_timeout": 10,
+        "request_timeout": 60,
+    }
+    if endpoint:
+        u = urlparse(endpoint)
+        kwargs["endpoint_override"] = u.netloc or u.path
+        kwargs["scheme"] = u.scheme or "https"
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def join(root: str, *parts: str) -> str:
+    """Join a URI or local path with relative parts."""
+    if root.startswith("s3://"):
+        return "s3://" + posixpath.join(root[len("s3://"):].rstrip("/"), *parts)
+    return os.path.join(root, *parts)
+
+
+def list_inputs(uri: str, storage: Storage) -> list[str]:
+    """Input files of a file, folder or glob, as URIs in a stable order."""
+    fs, path = storage.filesystem(uri)
+    prefix = "s3://" if uri.startswith("s3://") else ""
+    if any(c in path for c in "*?["):
+        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            found = [path]
+        elif info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            found = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(INPUT_SUFFIXES)
+                     and not posixpath.basename(i.path).startswith((".", "_"))]
+        else:
+            raise FileNotFoundError(f"input not found: {uri}")
+    if not found:
+        raise FileNotFoundError(f"no input files ({', '.join(INPUT_SUFFIXES)}) under {uri}")
+    return sorted(prefix + p for p in found)
+
+
+def shard_key(uri: str) -> str:
+    """A deterministic, filesystem-safe name for an input file."""
+    base = posixpath.basename(uri)
+    for suf in sorted(INPUT_SUFFIXES, key=len, reverse=True):
+        if base.endswith(suf):
+            base = base[: -len(suf)]
+            break
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)[:80]
+    return f"{safe}-{stable_hash(uri, n=4)}"
+
+
+def _compression(path: str) -> str | None:
+    if path.endswith(".gz"):
+        return "gzip"
+    if path.endswith(".zst"):
+        return "zstd"
+    return None
+
+
+def read_bytes(uri: str, storage: Storage) -> bytes:
+    fs, path = storage.filesystem(uri)
+    try:
+        with fs.open_input_stream(path, compression=_compression(path)) as f:
+            return f.read()
+    except OSError as e:
+        raise OSError(f"cannot read {uri}: {e}") from e
+
+
+@dataclass
+class RawRow:
+    index: int
+    value: object | None  # the parsed record, or None when it could not be parsed
+    raw: str
+    error: str | None = None
+
+
+def iter_raw_rows(uri: str, storage: Storage) -> Iterator[RawRow]:
+    """Every row of an input file, parsed where possible; a row that cannot be parsed carries its error."""
+    if uri.endswith(".parquet"):
+        fs, path = storage.filesystem(uri)
+        table = pq.read_table(path, filesystem=fs)
+        for i, rec in enumerate(table.to_pylist()):
+            yield RawRow(i, rec, "")
+        return
+    data = read_bytes(uri, storage)
+    for i, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield RawRow(i, None, line.decode("utf-8", "replace"), f"not UTF-8: {e.reason} at byte {e.start}")
+            continue
+        try:
+            yield RawRow(i, json.loads(text), text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            yield RawRow(i, None, text, f"malformed JSON: {str(e)[:200]}")
+
+
+def write_parquet(table: pa.Table, uri: str, storage: Storage) -> None:
+    """Write atomically on local disk (tmp + rename); S3 puts are atomic per object."""
+    fs, path = storage.filesystem(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = path + ".tmp"
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        os.replace(tmp, path)
+    else:
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+
+
+def read_parquet(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table:
+    fs, path = storage.filesystem(uri)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def read_parquet_dir(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table | None:
+    fs, path = storage.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f, filesystem=fs, columns=columns) for f in files], promote_options="default")
+
+
+def write_text(text: str, uri: str, storage: Storage) -> None:
+    fs, path = storage.filesystem(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    tmp = path + ".tmp" if isinstance(fs, pafs.LocalFileSystem) else path
+    with fs.open_output_stream(tmp) as f:
+        f.write(text.encode("utf-8"))
+    if tmp != path:
+        os.replace(tmp, path)
+
+
+def read_text(uri: str, storage: Storage) -> str | None:
+    fs, path = storage.filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode("utf-8")
+
+
+def exists(uri: str, storage: Storage) -> bool:
+    fs, path = storage.filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def remove_tree(uri: str, storage: Storage) -> None:
+    fs, path = storage.filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)

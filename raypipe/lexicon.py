@@ -1,0 +1,62 @@
+"""Named, versioned lexicons of branch markers (the words that open a new line of reasoning)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    name: str
+    version: str
+    markers: tuple[str, ...]
+    case_sensitive: bool = False
+    word_boundary: bool = True  # off for CJK, which has no word boundaries
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def marker_pattern(self, marker: str) -> str:
+        body = r"\s+".join(re.escape(w) for w in marker.split())
+        if self.word_boundary:
+            body = rf"\b{body}\b"
+        return body
+
+    def pattern(self) -> str:
+        """One RE2- and Python-compatible regex matching any marker."""
+        alts = "|".join(self.marker_pattern(m) for m in self.markers)
+        return ("" if self.case_sensitive else "(?i)") + f"(?:{alts})"
+
+    def single_patterns(self) -> dict[str, str]:
+        prefix = "" if self.case_sensitive else "(?i)"
+        return {m: prefix + self.marker_pattern(m) for m in self.markers}
+
+
+LEXICONS: dict[str, Lexicon] = {
+    # The paper's keyword proxy (arXiv 2604.01702): steps that open an alternative.
+    "paper": Lexicon("paper", "1", ("Perhaps", "Another", "Alternatively")),
+    # A wider set of strategy switches and self-interruptions.
+    "switch": Lexicon(
+        "switch",
+        "1",
+        ("Perhaps", "Another", "Alternatively", "Wait", "Hmm", "Let me try", "Let me think again",
+         "On second thought", "But maybe", "Maybe I should", "What if", "Instead", "Actually", "Or maybe",
+         "Let me reconsider", "Another approach", "Let me check"),
+    ),
+    "paper-zh": Lexicon("paper-zh", "1", ("或许", "也许", "另一种", "或者", "换个思路", "等等"), word_boundary=False),
+}
+
+
+def get_lexicon(name_or_path: str) -> Lexicon:
+    """A named lexicon, or one defined in a YAML file: {name, version, markers, case_sensitive, word_boundary}."""
+    if name_or_path in LEXICONS:
+        return LEXICONS[name_or_path]
+    if name_or_path.endswith((".yaml", ".yml")):
+        with open(name_or_path) as f:
+            spec = yaml.safe_load(f)
+        return Lexicon(spec["name"], str(spec.get("version", "1")), tuple(spec["markers"]),
+                       bool(spec.get("case_sensitive", False)), bool(spec.get("word_boundary", True)))
+    raise ValueError(f"unknown lexicon {name_or_path!r}: choose one of {sorted(LEXICONS)} or a YAML file")

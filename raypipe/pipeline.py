@@ -1,0 +1,199 @@
+"""The curation job on Ray Data, in three resumable phases.
+
+1. score (actors): each input shard is read, normalised, verified and measured; the scored rows go to
+   `_work/scored/`, bad rows to `rejects/`, then a completion marker is written (datatrove style). A rerun
+   skips shards whose marker exists.
+2. select (driver): the rank columns of all scored rows give exact per-source thresholds.
+3. write (tasks): every scored shard is split into `curated/` and `dropped/` under the one policy.
+Then manifest.json and report.html.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe import __version__, io
+from raypipe.ablate import delete_steps_table
+from raypipe.config import CurateConfig
+from raypipe.scoring import Scorer
+from raypipe.select import Policy, compute_thresholds
+from raypipe.shard import load_shard
+
+log = logging.getLogger("raypipe.curate")
+
+IN_MEMORY_ONLY = ["thinking", "final"]  # outputs keep the offsets instead of copies of the text
+RANK_COLUMNS = ["source", "id", "problem_id", "verdict", "branch_ratio", "n_steps", "n_tokens", "n_chars",
+                "thought_complete", "verify_ms"]
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+def _say(msg: str) -> None:
+    print(f"[raypipe] {msg}", flush=True)
+
+
+class ScoreShards:
+    """Ray Data actor: score whole input shards. One Scorer (and its verifier workers) per actor."""
+
+    def __init__(self, config: dict):
+        self.config = CurateConfig(**config)
+        self.storage = io.Storage(self.config.s3_endpoint, self.config.s3_region)
+        self.scorer = Scorer(self.config.scoring()).setup()
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = defaultdict(list)
+        for uri, key in zip(batch["uri"], batch["key"]):
+            stats = score_shard(str(uri), str(key), self.config, self.storage, self.scorer)
+            for k, v in stats.items():
+                out[k].append(v)
+        return dict(out)
+
+
+def score_shard(uri: str, key: str, config: CurateConfig, storage: io.Storage, scorer: Scorer) -> dict:
+    t0 = time.perf_counter()
+    records, rejects, n_input = load_shard(uri, storage, config.max_response_chars)
+    parts = [scorer.score(records.slice(i, config.batch_rows)) for i in range(0, records.num_rows, config.batch_rows)]
+    scored = pa.concat_tables(parts) if parts else scorer.score(records)
+    out = config.output
+    io.write_parquet(scored, io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
+    if rejects.num_rows:
+        rejects = rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, type=pa.string()))
+        io.write_parquet(rejects, io.join(out, "rejects", f"part-{key}.parquet"), storage)
+    stats = {"uri": uri, "key": key, "input": n_input, "records": scored.num_rows, "rejected": rejects.num_rows,
+             "bytes": int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0),
+             "seconds": time.perf_counter() - t0}
+    io.write_text(json.dumps(stats), io.join(out, "_work", "done", f"{key}.json"), storage)
+    return stats
+
+
+def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Storage) -> dict:
+    """Phase 3 for one shard: the decision for every row, then curated/ and dropped/."""
+    out = config.output
+    scored = io.read_parquet(io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
+    decided = Scorer(config.scoring()).decide(scored, policy).drop_columns(IN_MEMORY_ONLY)
+    kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
+    dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
+    if config.delete_steps > 0 and kept.num_rows:
+        kept = delete_steps_table(kept, config.delete_steps, config.seed, config.segmenter)
+    for part, table in (("curated", kept), ("dropped", dropped)):
+        uri = io.join(out, part, f"part-{key}.parquet")
+        if table.num_rows:
+            io.write_parquet(table, uri, storage)
+    counts = Counter(zip(decided.column("source").to_pylist(), decided.column("decision").to_pylist()))
+    return {"key": key, "counts": json.dumps([[s, d, n] for (s, d), n in counts.items()])}
+
+
+def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
+    marker = io.join(config.output, "_work", "config.json")
+    previous = io.read_text(marker, storage)
+    if previous is not None:
+        old = json.loads(previous)
+        if old.get("hash") != config.hash():
+            if not config.overwrite:
+                changed = sorted(k for k, v in config.result_fields().items() if old.get("config", {}).get(k) != v)
+                raise ConfigMismatch(
+                    f"{config.output} holds a run with a different config (changed: {', '.join(changed)}); "
+                    "use another --output or pass --overwrite to replace it")
+            _say(f"--overwrite: removing the earlier run in {config.output}")
+            for sub in ("_work", "curated", "dropped", "rejects"):
+                io.remove_tree(io.join(config.output, sub), storage)
+    elif config.overwrite:
+        for sub in ("_work", "curated", "dropped", "rejects"):
+            io.remove_tree(io.join(config.output, sub), storage)
+    io.write_text(json.dumps({"hash": config.hash(), "config": config.result_fields()}, default=str), marker, storage)
+
+
+def _actor_plan(config: CurateConfig, n_shards: int) -> tuple[int, float]:
+    import ray
+
+    cpus = config.num_cpus or int(ray.cluster_resources().get("CPU", 1))
+    size = config.actors or max(1, min(n_shards, cpus))
+    # Leave room for Ray Data's own tasks: a full-CPU actor pool on a small machine deadlocks silently.
+    per_actor = min(1.0, max(0.25, (cpus - 0.5) / size))
+    return size, per_actor
+
+
+def run_curate(config: CurateConfig) -> dict:
+    import ray
+
+    from raypipe.ray_env import ensure_ray
+    from raypipe.report import build_manifest, write_report
+
+    t_start = time.time()
+    ensure_ray(config.num_cpus)
+    storage = io.Storage(config.s3_endpoint, config.s3_region)
+    inputs = io.list_inputs(config.input, storage)
+    _prepare_output(config, storage)
+    shards = [{"uri": u, "key": io.shard_key(u)} for u in inputs]
+    done = {s["key"] for s in shards if io.exists(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage)}
+    pending = [s for s in shards if s["key"] not in done]
+    _say(f"{len(inputs)} input shards, {len(done)} already scored, {len(pending)} to score -> {config.output}")
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    if pending:
+        size, per_actor = _actor_plan(config, len(pending))
+        _say(f"phase 1/3 score: {size} actors x {per_actor:g} CPU")
+        ray.data.from_items(pending).map_batches(
+            ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
+            max_restarts=3, max_task_retries=3,
+        ).materialize()
+    stats = [json.loads(io.read_text(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage))
+             for s in shards]
+
+    _say("phase 2/3 select: exact per-source thresholds over all scored rows")
+    ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=RANK_COLUMNS)
+    policy = config.policy()
+    if ranks is not None and ranks.num_rows:
+        if config.reference_source:
+            policy = policy.model_copy(update={"reference_steps": reference_steps(ranks, config.reference_source)})
+        policy = compute_thresholds(ranks, policy)
+
+    _say("phase 3/3 write: curated/ and dropped/")
+    policy_json = policy.model_dump_json()
+    per_shard = ray.data.from_items([{"key": s["key"]} for s in shards]).map_batches(
+        _write_batch, fn_kwargs={"config": config.model_dump(), "policy": policy_json}, batch_size=1, num_cpus=0.5,
+        max_retries=3,
+    ).take_all()
+    decisions: Counter = Counter()
+    for row in per_shard:
+        for s, d, n in json.loads(row["counts"]):
+            decisions[(s, d)] += n
+
+    manifest = build_manifest(config, inputs, stats, ranks, policy, decisions, time.time() - t_start)
+    io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
+    write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
+    c = manifest["counts"]
+    _say(f"done in {time.time() - t_start:.1f}s: {c['input']} rows = {c['kept']} kept + {c['dropped']} dropped "
+         f"+ {c['rejected']} rejected")
+    _say(f"curated data: {io.join(config.output, 'curated')}")
+    _say(f"report:       {io.join(config.output, 'report.html')}")
+    return manifest
+
+
+def _write_batch(batch: dict, config: dict, policy: str) -> dict:
+    cfg = CurateConfig(**config)
+    pol = Policy.model_validate_json(policy)
+    storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
+    rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
+    return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows]}
+
+
+def reference_steps(ranks: pa.Table, reference_source: str) -> dict[str, float]:
+    ref = ranks.filter(pc.equal(ranks.column("source"), reference_source))
+    if ref.num_rows == 0:
+        sources = sorted(set(ranks.column("source").to_pylist()))
+        raise ValueError(f"--reference-source {reference_source!r} is not in the data; sources: {sources}")
+    sums: dict[str, list] = defaultdict(list)
+    for pid, n in zip(ref.column("problem_id").to_pylist(), ref.column("n_steps").to_pylist()):
+        sums[pid].append(n)
+    return {pid: float(np.mean(v)) for pid, v in sums.items()}

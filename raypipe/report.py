@@ -1,0 +1,169 @@
+"""manifest.json and report.html (with embedded PNG plots) for a curation run."""
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+import json
+from collections import Counter, defaultdict
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pyarrow as pa
+
+from raypipe import __version__
+from raypipe import io as rio
+from raypipe.lexicon import get_lexicon
+from raypipe.schema import SCHEMA_VERSION
+from raypipe.select import Policy
+from raypipe.verify import VERDICTS, VERIFIER_VERSION
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
+
+
+def _pkg(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def versions(lexicon: str) -> dict:
+    lx = get_lexicon(lexicon)
+    return {"raypipe": __version__, "ray": _pkg("ray"), "math-verify": _pkg("math-verify"), "pyarrow": _pkg("pyarrow"),
+            "lexicon": lx.tag, "lexicon_markers": list(lx.markers), "verifier": VERIFIER_VERSION,
+            "schema": SCHEMA_VERSION}
+
+
+def build_manifest(config, inputs: list[str], stats: list[dict], ranks: pa.Table | None, policy: Policy,
+                   decisions: Counter, seconds: float) -> dict:
+    n_input = sum(s["input"] for s in stats)
+    n_rejected = sum(s["rejected"] for s in stats)
+    kept = sum(n for (_, d), n in decisions.items() if d == "keep")
+    dropped = sum(n for (_, d), n in decisions.items() if d == "drop")
+    by_source: dict[str, dict] = {}
+    if ranks is not None and ranks.num_rows:
+        cols = ranks.select(["source", "verdict", "branch_ratio"]).to_pydict()
+        verdicts: dict = defaultdict(Counter)
+        ratios: dict = defaultdict(list)
+        for s, v, r in zip(cols["source"], cols["verdict"], cols["branch_ratio"]):
+            verdicts[s][v] += 1
+            if r is not None:
+                ratios[s].append(r)
+        for s in sorted(verdicts):
+            th = policy.thresholds.get(s)
+            q = np.quantile(ratios[s], QUANTILES).tolist() if ratios[s] else []
+            by_source[s] = {
+                "rows": sum(verdicts[s].values()),
+                "kept": decisions.get((s, "keep"), 0),
+                "dropped": decisions.get((s, "drop"), 0),
+                "verdicts": {v: verdicts[s].get(v, 0) for v in VERDICTS},
+                "threshold": th.model_dump() if th else None,
+                "branch_ratio_quantiles": dict(zip([f"p{int(x * 100)}" for x in QUANTILES], q)),
+            }
+    total_bytes = sum(s.get("bytes", 0) for s in stats)
+    return {
+        "counts": {"input": n_input, "kept": kept, "dropped": dropped, "rejected": n_rejected},
+        "balanced": n_input == kept + dropped + n_rejected,
+        "by_source": by_source,
+        "config": config.model_dump(),
+        "config_hash": config.hash(),
+        "policy": json.loads(policy.model_dump_json()),
+        "versions": versions(config.lexicon),
+        "inputs": [{"uri": s["uri"], "rows": s["input"], "rejected": s["rejected"]} for s in stats],
+        "synthetic_input": config.synthetic,
+        "timing": {"seconds": round(seconds, 3), "response_bytes": total_bytes,
+                   "MB_per_s": round(total_bytes / 1e6 / seconds, 3) if seconds else None},
+        "rounding": "per source, k = floor(q * n_correct + 0.5) rows dropped (q * n rounded half up)",
+    }
+
+
+def _png(fig) -> str:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = ranks.select(["source", "verdict", "branch_ratio", "n_steps", "n_tokens"]).to_pydict()
+    sources = sorted(set(d["source"]))
+    out = {}
+    fig, axes = plt.subplots(len(sources), 1, figsize=(7, 2.2 * len(sources)), squeeze=False)
+    for ax, s in zip(axes[:, 0], sources):
+        vals = [r for src, r, v in zip(d["source"], d["branch_ratio"], d["verdict"]) if src == s and r is not None]
+        ax.hist(vals, bins=40, color="#4477aa")
+        th = policy.thresholds.get(s)
+        if th is not None and policy.rule == "top" and policy.proxy == "keyword-share":
+            ax.axvline(th.score, color="#cc3311", linestyle="--", label=f"drop >= {th.score:.3f}")
+            ax.legend(fontsize=8)
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel("branch_ratio")
+    fig.tight_layout()
+    out["branch_ratio histogram per source, with the drop threshold"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(sources) + 1.5))
+    left = np.zeros(len(sources))
+    for v in VERDICTS:
+        counts = np.array([sum(1 for src, vv in zip(d["source"], d["verdict"]) if src == s and vv == v) for s in sources])
+        if counts.any():
+            ax.barh(sources, counts, left=left, label=v)
+            left += counts
+    ax.legend(fontsize=8)
+    ax.set_xlabel("rows")
+    out["verdicts per source"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in sources:
+        xs = [t for src, t in zip(d["source"], d["n_tokens"]) if src == s]
+        ys = [n for src, n in zip(d["source"], d["n_steps"]) if src == s]
+        ax.scatter(xs, ys, s=6, alpha=0.6, label=s)
+    ax.set_xlabel("tokens (estimated)")
+    ax.set_ylabel("steps")
+    ax.set_xscale("symlog")
+    ax.legend(fontsize=7)
+    out["steps against length"] = _png(fig)
+    return out
+
+
+def _table(rows: list[list], head: list[str]) -> str:
+    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def render_html(manifest: dict, images: dict[str, str]) -> str:
+    c = manifest["counts"]
+    banner = ("<p class=warn><b>Synthetic input:</b> this run used a generated sample, not real trajectories.</p>"
+              if manifest.get("synthetic_input") else "")
+    per_source = [[s, v["rows"], v["kept"], v["dropped"], v["verdicts"].get("correct", 0),
+                   f"{v['threshold']['score']:.4f}" if v["threshold"] else "-",
+                   f"{v['branch_ratio_quantiles'].get('p50', float('nan')):.3f}"]
+                  for s, v in manifest["by_source"].items()]
+    imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
+                   for t, b in images.items())
+    return f"""<!doctype html><html><head><meta charset=utf-8><title>raypipe curation report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em}}.warn{{background:#fee;padding:.5em}}</style></head><body>
+<h1>raypipe curation report</h1>{banner}
+<p>{c['input']} input rows = {c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected
+({'balanced' if manifest['balanced'] else 'NOT BALANCED'}). Rule <b>{manifest['policy']['rule']}</b>,
+proxy <b>{manifest['policy']['proxy']}</b>, drop {manifest['policy']['drop_top']:.0%} per source;
+{html.escape(manifest['rounding'])}.</p>
+{_table(per_source, ['source', 'rows', 'kept', 'dropped', 'correct', 'threshold', 'median branch_ratio'])}
+{imgs}
+<h2>Config</h2><pre>{html.escape(json.dumps(manifest['config'], indent=1))}</pre>
+<h2>Versions</h2><pre>{html.escape(json.dumps(manifest['versions'], indent=1))}</pre>
+</body></html>"""
+
+
+def write_report(manifest: dict, ranks: pa.Table | None, policy: Policy, uri: str, storage: rio.Storage) -> None:
+    images = plots(ranks, policy) if ranks is not None and ranks.num_rows else {}
+    rio.write_text(render_html(manifest, images), uri, storage)

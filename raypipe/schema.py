@@ -1,0 +1,274 @@
+"""The trajectory record: one Arrow schema for every input layout, and the adapters that produce it.
+
+Layouts: flat (`problem`, `answer`, `response`), chat (`messages`), ShareGPT (`conversations`).
+Reasoning markup: R1 `<think>`, Sky-T1/QwQ `<|begin_of_thought|>`, gpt-oss harmony channels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("problem_id", pa.string()),
+        ("problem", pa.string()),
+        ("reference_answer", pa.string()),
+        ("response", pa.string()),
+        ("thinking", pa.string()),  # in memory only; outputs keep the offsets below
+        ("final", pa.string()),
+        ("thinking_start", pa.int64()),
+        ("thinking_end", pa.int64()),
+        ("final_start", pa.int64()),
+        ("final_end", pa.int64()),
+        ("thought_complete", pa.bool_()),
+        ("markup", pa.string()),
+        ("meta", pa.string()),  # every input field the adapter did not consume, as JSON, unchanged
+        ("shard", pa.string()),
+        ("row", pa.int64()),
+    ]
+)
+
+REJECT_SCHEMA = pa.schema(
+    [("shard", pa.string()), ("row", pa.int64()), ("raw", pa.string()), ("reason", pa.string()),
+     ("id", pa.string()), ("source", pa.string())]
+)
+
+PROBLEM_KEYS = ("problem", "question")
+ANSWER_KEYS = ("reference_answer", "answer", "ground_truth", "gt_answer")
+RESPONSE_KEYS = ("response", "output", "completion")
+LAYOUTS = {
+    "flat": f"problem|question + response|output|completion (+ {'|'.join(ANSWER_KEYS)})",
+    "chat": "messages: [{role, content}] (+ reference_answer|answer)",
+    "sharegpt": "conversations: [{from, value}] (+ reference_answer|answer)",
+}
+
+
+class LayoutError(ValueError):
+    """A file whose rows match no known layout: the job stops and says what it found."""
+
+
+class RowError(ValueError):
+    """One row that cannot be normalised: it goes to rejects/ with this message."""
+
+
+def detect_layout(keys: Iterable[str]) -> str:
+    keys = set(keys)
+    if "messages" in keys:
+        return "chat"
+    if "conversations" in keys:
+        return "sharegpt"
+    if keys & set(PROBLEM_KEYS) and keys & set(RESPONSE_KEYS):
+        return "flat"
+    accepted = "; ".join(f"{k}: {v}" for k, v in LAYOUTS.items())
+    raise LayoutError(f"unknown record layout: found fields {sorted(keys)}; accepted layouts are {accepted}")
+
+
+def stable_hash(*parts: str, n: int = 16) -> str:
+    h = hashlib.blake2b(digest_size=n)
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def normalize_problem(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def problem_id(problem: str) -> str:
+    return stable_hash(normalize_problem(problem), n=8)
+
+
+# --- reasoning markup -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Split:
+    """Offsets of the reasoning and the final part inside the response."""
+
+    response: str
+    thinking_start: int
+    thinking_end: int
+    final_start: int
+    final_end: int
+    complete: bool
+    markup: str
+
+    @property
+    def thinking(self) -> str:
+        return self.response[self.thinking_start:self.thinking_end]
+
+    @property
+    def final(self) -> str:
+        return self.response[self.final_start:self.final_end]
+
+
+_HARMONY_ANALYSIS = "<|channel|>analysis<|message|>"
+_HARMONY_FINAL = "<|channel|>final<|message|>"
+_HARMONY_ENDS = ("<|end|>", "<|return|>", "<|start|>", "<|call|>")
+
+
+def _end(text: str, start: int, ends: Iterable[str]) -> int:
+    stop = len(text)
+    for e in ends:
+        i = text.find(e, start)
+        if i != -1:
+            stop = min(stop, i)
+    return stop
+
+
+def split_reasoning(response: str) -> Split:
+    """Separate the reasoning from the final part. An unfinished reasoning has an empty final part."""
+    n = len(response)
+    if _HARMONY_ANALYSIS in response or _HARMONY_FINAL in response:
+        a = response.find(_HARMONY_ANALYSIS)
+        ts = a + len(_HARMONY_ANALYSIS) if a != -1 else 0
+        te = _end(response, ts, _HARMONY_ENDS) if a != -1 else 0
+        f = response.rfind(_HARMONY_FINAL)
+        if f == -1:
+            return Split(response, ts, n if a != -1 else 0, n, n, False, "harmony")
+        fs = f + len(_HARMONY_FINAL)
+        return Split(response, ts, min(te, f), fs, _end(response, fs, _HARMONY_ENDS), True, "harmony")
+    b = response.find("<|begin_of_thought|>")
+    if b != -1:
+        ts = b + len("<|begin_of_thought|>")
+        e = response.find("<|end_of_thought|>", ts)
+        if e == -1:
+            return Split(response, ts, n, n, n, False, "sky")
+        fs = e + len("<|end_of_thought|>")
+        s = response.find("<|begin_of_solution|>", fs)
+        if s != -1:
+            fs = s + len("<|begin_of_solution|>")
+        return Split(response, ts, e, fs, _end(response, fs, ("<|end_of_solution|>",)), True, "sky")
+    e = response.find("</think>")
+    b = response.find("<think>")
+    if e != -1:
+        ts = b + len("<think>") if -1 < b < e else 0
+        return Split(response, ts, e, e + len("</think>"), n, True, "think")
+    if b != -1:
+        return Split(response, b + len("<think>"), n, n, n, False, "think")
+    return Split(response, 0, n, 0, n, True, "plain")
+
+
+# --- row adapters -------------------------------------------------------------------------------
+
+def _first(row: dict, keys: Iterable[str]) -> tuple[str | None, Any]:
+    for k in keys:
+        if k in row and row[k] is not None:
+            return k, row[k]
+    return None, None
+
+
+def _text(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RowError(f"field '{field}' must be a string, got {type(value).__name__}")
+
+
+def _turns(row: dict, key: str, role_key: str, text_key: str) -> tuple[str, str, str | None]:
+    turns = row[key]
+    if not isinstance(turns, list):
+        raise RowError(f"field '{key}' must be a list of turns")
+    users, assistants, reasoning = [], [], None
+    for t in turns:
+        if not isinstance(t, dict):
+            raise RowError(f"field '{key}' holds a turn that is not an object")
+        role = str(t.get(role_key, "")).lower()
+        if role in ("user", "human"):
+            users.append(_text(t.get(text_key, ""), f"{key}.{text_key}"))
+        elif role in ("assistant", "gpt", "model"):
+            assistants.append(_text(t.get(text_key, ""), f"{key}.{text_key}"))
+            if t.get("reasoning_content"):
+                reasoning = _text(t["reasoning_content"], f"{key}.reasoning_content")
+    if not users:
+        raise RowError(f"field '{key}' has no user turn")
+    if not assistants:
+        raise RowError(f"field '{key}' has no assistant turn")
+    return users[0], assistants[-1], reasoning
+
+
+def normalize_row(row: Any, layout: str, default_source: str, shard: str, index: int) -> dict:
+    """One raw record to the normalised record. Raises RowError for a row that cannot be used."""
+    if not isinstance(row, dict):
+        raise RowError(f"record is a {type(row).__name__}, not an object")
+    consumed: set[str] = set()
+    reasoning = row.get("reasoning_content")
+    if layout == "flat":
+        pk, problem = _first(row, PROBLEM_KEYS)
+        rk, response = _first(row, RESPONSE_KEYS)
+        if pk is None:
+            raise RowError(f"missing field: one of {PROBLEM_KEYS}")
+        if rk is None:
+            raise RowError(f"missing field: one of {RESPONSE_KEYS}")
+        problem, response = _text(problem, pk), _text(response, rk)
+        consumed |= {pk, rk}
+    else:
+        key, role_key, text_key = ("messages", "role", "content") if layout == "chat" else ("conversations", "from", "value")
+        if key not in row:
+            raise RowError(f"missing field '{key}'")
+        problem, response, turn_reasoning = _turns(row, key, role_key, text_key)
+        reasoning = reasoning or turn_reasoning
+        consumed.add(key)
+    ak, answer = _first(row, ANSWER_KEYS)
+    reference = _text(answer, ak) if ak is not None else ""
+    if ak:
+        consumed.add(ak)
+    if reasoning:
+        reasoning = _text(reasoning, "reasoning_content")
+        consumed.add("reasoning_content")
+        split = None
+    else:
+        split = split_reasoning(response)
+    sk, source = _first(row, ("source", "model"))
+    source = _text(source, sk) if sk else default_source
+    rid = row.get("id")
+    rid = _text(rid, "id") if rid is not None else stable_hash(source, problem, response)
+    consumed |= {"id"} | ({"source"} if sk == "source" else set())
+    meta = {k: v for k, v in row.items() if k not in consumed}
+    if split is None:  # reasoning given apart from the response (chat `reasoning_content`)
+        thinking, final, offsets, complete, markup = reasoning, response, (0, 0, 0, len(response)), True, "reasoning_content"
+    else:
+        thinking, final, complete, markup = split.thinking, split.final, split.complete, split.markup
+        offsets = (split.thinking_start, split.thinking_end, split.final_start, split.final_end)
+    return {
+        "id": rid,
+        "source": source,
+        "problem_id": problem_id(problem),
+        "problem": problem,
+        "reference_answer": reference,
+        "response": response,
+        "thinking": thinking,
+        "final": final,
+        "thinking_start": offsets[0],
+        "thinking_end": offsets[1],
+        "final_start": offsets[2],
+        "final_end": offsets[3],
+        "thought_complete": complete,
+        "markup": markup,
+        "meta": json.dumps(meta, ensure_ascii=False, default=str),
+        "shard": shard,
+        "row": index,
+    }
+
+
+def empty_records() -> pa.Table:
+    return RECORD_SCHEMA.empty_table()
+
+
+def records_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+
+
+def rejects_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"id": None, "source": None, **r} for r in rows], schema=REJECT_SCHEMA
+    )

@@ -1,0 +1,289 @@
+"""Answer extraction and equivalence, with a wall-clock bound on every comparison.
+
+Two verbs, as in math-verify: `extract_answer(final_part)` and `Verifier.grade_many(pairs)`.
+Equivalence is Hugging Face math-verify's LaTeX path (latex2sympy's parser); its plain-expression path
+is never used, because it hands the text to sympy's `parse_expr` (which evaluates Python). Comparisons run in
+worker processes that are killed and replaced when they overrun, so the bound holds inside Ray actors and
+Serve replicas, where math-verify's own `signal.alarm` timeout cannot work.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from multiprocessing.connection import Connection, wait
+
+CORRECT, WRONG, NO_ANSWER = "correct", "wrong", "no_answer"
+UNPARSEABLE_REFERENCE, TIMEOUT, ERROR = "unparseable_reference", "timeout", "error"
+VERDICTS = (CORRECT, WRONG, NO_ANSWER, UNPARSEABLE_REFERENCE, TIMEOUT, ERROR)
+VERIFIER_VERSION = "raypipe-verify-1/math-verify-latex"
+
+MAX_ANSWER_CHARS = 2000
+MAX_BRACE_DEPTH = 100
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_FALLBACKS = [
+    re.compile(r"final answer is\s*[:：]?\s*\$*([^\n$]*[^\s.$])", re.IGNORECASE),
+    re.compile(r"\*\*\s*(?:final\s+)?answer\s*[:：]?\s*\*\*\s*[:：]?\s*\$*([^\n$]*[^\s.$])", re.IGNORECASE),
+    re.compile(r"(?:^|\n)\s*(?:final\s+)?answer\s*[:：]\s*\$*([^\n$]*[^\s.$])", re.IGNORECASE),
+]
+_NUMBER = re.compile(r"^[-+]?\d{1,40}(?:\.\d{1,40})?$")
+
+
+def _boxed_contents(text: str, start: int) -> str | None:
+    depth, i = 1, start
+    while i < len(text):
+        c = text[i]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return None
+
+
+def extract_answer(final: str) -> str | None:
+    """The final answer of a response's final part: the last \\boxed{…}, else a 'final answer is …' phrase."""
+    if not final:
+        return None
+    for m in reversed(list(_BOX.finditer(final))):
+        got = _boxed_contents(final, m.end())
+        if got is not None and got.strip():
+            return got.strip()
+    for pat in _FALLBACKS:
+        found = pat.findall(final)
+        if found:
+            return found[-1].strip()
+    return None
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"\\[,!;: ]|\\left|\\right|\s|\$", "", s).rstrip(".")
+
+
+def _depth(s: str) -> int:
+    depth = best = 0
+    for c in s:
+        if c == "{" or c == "(" or c == "[":
+            depth += 1
+            best = max(best, depth)
+        elif c == "}" or c == ")" or c == "]":
+            depth -= 1
+    return best
+
+
+def _fast_grade(answer: str, reference: str) -> str | None:
+    """Decide without sympy where that is exact: plain decimal numbers. None means 'ask the worker'."""
+    a, r = _clean(answer), _clean(reference)
+    if _NUMBER.match(a) and _NUMBER.match(r):
+        try:
+            return CORRECT if Decimal(a) == Decimal(r) else WRONG
+        except InvalidOperation:
+            return None
+    return None
+
+
+# --- the worker process -------------------------------------------------------------------------
+
+def _parse(text: str):
+    from math_verify import LatexExtractionConfig, parse
+
+    config = [LatexExtractionConfig(boxed_match_priority=0)]
+    got = parse(f"\\boxed{{{text}}}", config, parsing_timeout=None)
+    return got or parse(f"${text}$", config, parsing_timeout=None)
+
+
+def grade_in_process(answer: str, reference: str) -> str:
+    """The comparison itself (unbounded: call it only inside a bounded worker)."""
+    from math_verify import verify
+
+    gold = _parse(reference)
+    if not gold:
+        return UNPARSEABLE_REFERENCE
+    pred = _parse(answer)
+    if pred and verify(gold, pred, timeout_seconds=None):
+        return CORRECT
+    return WRONG
+
+
+def _worker_main(recv_conn, send_conn, memory_limit: int) -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    except (ImportError, ValueError, OSError):
+        pass
+    import logging
+
+    import math_verify  # noqa: F401  (import once, before the first task)
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+    while True:
+        try:
+            task = recv_conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        key, answer, reference = task
+        try:
+            verdict, detail = grade_in_process(answer, reference), ""
+        except RecursionError:
+            verdict, detail = ERROR, "recursion limit in the LaTeX parser"
+        except MemoryError:
+            verdict, detail = ERROR, "memory limit in the verifier"
+        except Exception as e:  # a parser failure on hostile text is a verdict, not a crash
+            verdict, detail = ERROR, f"{type(e).__name__}: {str(e)[:160]}"
+        send_conn.send((key, verdict, detail))
+
+
+class _Worker:
+    """A verifier subprocess (a fresh interpreter, not a fork: it is safe inside threaded Ray workers)."""
+
+    def __init__(self, memory_limit: int):
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "raypipe.verify", str(to_child_r), str(from_child_w), str(memory_limit)],
+            pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, close_fds=True,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.send_conn = Connection(to_child_w, readable=False)
+        self.conn = Connection(from_child_r, writable=False)
+        self.task: tuple | None = None
+        self.started = 0.0
+
+    def send(self, obj) -> None:
+        self.send_conn.send(obj)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        self.send_conn.close()
+        self.conn.close()
+
+
+@dataclass(frozen=True)
+class Grade:
+    verdict: str
+    seconds: float
+    detail: str = ""
+
+
+class Verifier:
+    """Bounded, cached answer grading. `setup()` starts the worker processes; `close()` stops them."""
+
+    def __init__(self, workers: int = 1, timeout_s: float = 5.0, memory_mb: int = 2048, cache_size: int = 200_000):
+        self.n_workers = max(1, workers)
+        self.timeout_s = timeout_s
+        self.memory_limit = memory_mb << 20
+        self.cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.cache_size = cache_size
+        self._workers: list[_Worker] = []
+
+    def setup(self) -> "Verifier":
+        if not self._workers:
+            self._workers = [_Worker(self.memory_limit) for _ in range(self.n_workers)]
+        return self
+
+    def close(self) -> None:
+        for w in self._workers:
+            try:
+                w.send(None)
+            except OSError:
+                pass
+            w.kill()
+        self._workers = []
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _remember(self, key: tuple[str, str], verdict: str) -> None:
+        if verdict in (CORRECT, WRONG, UNPARSEABLE_REFERENCE):
+            self.cache[key] = verdict
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+
+    def grade_many(self, pairs: list[tuple[str | None, str]]) -> list[Grade]:
+        """Grade (answer, reference) pairs; an answer of None is `no_answer`. Order is preserved."""
+        out: list[Grade | None] = [None] * len(pairs)
+        pending: dict[tuple[str, str], list[int]] = {}
+        for i, (answer, reference) in enumerate(pairs):
+            t0 = time.perf_counter()
+            if not reference or not reference.strip():
+                out[i] = Grade(UNPARSEABLE_REFERENCE, 0.0, "empty reference")
+            elif answer is None:
+                out[i] = Grade(NO_ANSWER, 0.0)
+            elif len(answer) > MAX_ANSWER_CHARS or _depth(answer) > MAX_BRACE_DEPTH:
+                out[i] = Grade(ERROR, 0.0, f"answer over the limits ({MAX_ANSWER_CHARS} chars, depth {MAX_BRACE_DEPTH})")
+            elif len(reference) > MAX_ANSWER_CHARS or _depth(reference) > MAX_BRACE_DEPTH:
+                out[i] = Grade(UNPARSEABLE_REFERENCE, 0.0, "reference over the limits")
+            elif (hit := self.cache.get((answer, reference))) is not None:
+                out[i] = Grade(hit, time.perf_counter() - t0, "cached")
+            elif (fast := _fast_grade(answer, reference)) is not None:
+                out[i] = Grade(fast, time.perf_counter() - t0, "numeric")
+            else:
+                pending.setdefault((answer, reference), []).append(i)
+        if pending:
+            keys = list(pending)
+            for k, grade in self._run([(k, a, r) for k, (a, r) in enumerate(keys)]):
+                for i in pending[keys[k]]:
+                    out[i] = grade
+                self._remember(keys[k], grade.verdict)
+        return out  # type: ignore[return-value]
+
+    def _run(self, tasks: list[tuple[int, str, str]]):
+        self.setup()
+        queue = list(reversed(tasks))
+        busy: dict[int, _Worker] = {}
+        while queue or busy:
+            for slot, w in enumerate(self._workers):
+                if w.task is None and queue:
+                    w.task = queue.pop()
+                    w.started = time.perf_counter()
+                    w.send(w.task)
+                    busy[slot] = w
+            now = time.perf_counter()
+            deadline = min(w.started + self.timeout_s for w in busy.values())
+            ready = wait([w.conn for w in busy.values()], timeout=max(0.0, deadline - now))
+            for slot, w in list(busy.items()):
+                task = w.task
+                assert task is not None
+                elapsed = time.perf_counter() - w.started
+                if w.conn in ready:
+                    try:
+                        _, verdict, detail = w.conn.recv()
+                        yield task[0], Grade(verdict, elapsed, detail)
+                        w.task = None
+                        del busy[slot]
+                        continue
+                    except (EOFError, OSError):
+                        yield task[0], Grade(ERROR, elapsed, "verifier process died")
+                elif elapsed >= self.timeout_s:
+                    yield task[0], Grade(TIMEOUT, elapsed, f"over {self.timeout_s:g}s")
+                else:
+                    continue
+                w.kill()
+                self._workers[slot] = _Worker(self.memory_limit)
+                del busy[slot]
+
+
+def default_workers() -> int:
+    return max(1, min(2, (os.cpu_count() or 1) // 2))
+
+
+if __name__ == "__main__":  # the worker subprocess: python -m raypipe.verify READ_FD WRITE_FD MEMORY_LIMIT
+    _worker_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
+                 int(sys.argv[3]))
