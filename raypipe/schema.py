@@ -124,8 +124,12 @@ def _end(text: str, start: int, ends: Iterable[str]) -> int:
     return stop
 
 
-def split_reasoning(response: str) -> Split:
-    """Separate the reasoning from the final part. An unfinished reasoning has an empty final part."""
+def split_reasoning(response: str, expected_markup: str | None = None) -> Split:
+    """Separate the reasoning from the final part. An unfinished reasoning has an empty final part.
+
+    `expected_markup` is the markup the response's source uses: a response with no markup at all from such a
+    source started inside its reasoning (the opening tag was in the prompt) and never closed it.
+    """
     n = len(response)
     if _HARMONY_ANALYSIS in response or _HARMONY_FINAL in response:
         a = response.find(_HARMONY_ANALYSIS)
@@ -137,8 +141,9 @@ def split_reasoning(response: str) -> Split:
         fs = f + len(_HARMONY_FINAL)
         return Split(response, ts, min(te, f), fs, _end(response, fs, _HARMONY_ENDS), True, "harmony")
     b = response.find("<|begin_of_thought|>")
-    if b != -1:
-        ts = b + len("<|begin_of_thought|>")
+    e = response.find("<|end_of_thought|>")
+    if b != -1 or e != -1:
+        ts = b + len("<|begin_of_thought|>") if b != -1 else 0
         e = response.find("<|end_of_thought|>", ts)
         if e == -1:
             return Split(response, ts, n, n, n, False, "sky")
@@ -154,6 +159,8 @@ def split_reasoning(response: str) -> Split:
         return Split(response, ts, e, e + len("</think>"), n, True, "think")
     if b != -1:
         return Split(response, b + len("<think>"), n, n, n, False, "think")
+    if expected_markup and expected_markup not in ("plain", "reasoning_content"):
+        return Split(response, 0, n, n, n, False, expected_markup)
     return Split(response, 0, n, 0, n, True, "plain")
 
 
@@ -196,8 +203,12 @@ def _turns(row: dict, key: str, role_key: str, text_key: str) -> tuple[str, str,
     return users[0], assistants[-1], reasoning
 
 
-def normalize_row(row: Any, layout: str, default_source: str, shard: str, index: int) -> dict:
-    """One raw record to the normalised record. Raises RowError for a row that cannot be used."""
+def normalize_row(row: Any, layout: str, default_source: str, shard: str, index: int,
+                  expected_markup: dict[str, str] | None = None) -> dict:
+    """One raw record to the normalised record. Raises RowError for a row that cannot be used.
+
+    `expected_markup` maps a source to the reasoning markup its other responses use (see split_reasoning).
+    """
     if not isinstance(row, dict):
         raise RowError(f"record is a {type(row).__name__}, not an object")
     consumed: set[str] = set()
@@ -225,11 +236,9 @@ def normalize_row(row: Any, layout: str, default_source: str, shard: str, index:
     if reasoning:
         reasoning = _text(reasoning, "reasoning_content")
         consumed.add("reasoning_content")
-        split = None
-    else:
-        split = split_reasoning(response)
     sk, source = _first(row, ("source", "model"))
     source = _text(source, sk) if sk else default_source
+    split = None if reasoning else split_reasoning(response, (expected_markup or {}).get(source))
     rid = row.get("id")
     rid = _text(rid, "id") if rid is not None else stable_hash(source, problem, response)
     consumed |= {"id"} | ({"source"} if sk == "source" else set())
@@ -258,6 +267,17 @@ def normalize_row(row: Any, layout: str, default_source: str, shard: str, index:
         "shard": shard,
         "row": index,
     }
+
+
+def dominant_markup(records: list[dict]) -> dict[str, str]:
+    """Per source, the reasoning markup most of its responses use (sources whose responses have none are absent)."""
+    from collections import Counter
+
+    votes: dict[str, Counter] = {}
+    for r in records:
+        if r["markup"] not in ("plain", "reasoning_content"):
+            votes.setdefault(r["source"], Counter())[r["markup"]] += 1
+    return {s: c.most_common(1)[0][0] for s, c in votes.items()}
 
 
 def empty_records() -> pa.Table:

@@ -8,7 +8,15 @@ from collections import Counter
 import pyarrow as pa
 
 from raypipe.io import RawRow, Storage, iter_raw_rows
-from raypipe.schema import LayoutError, RowError, detect_layout, normalize_row, records_table, rejects_table
+from raypipe.schema import (
+    LayoutError,
+    RowError,
+    detect_layout,
+    dominant_markup,
+    normalize_row,
+    records_table,
+    rejects_table,
+)
 
 MAX_RESPONSE_CHARS = 16 << 20
 
@@ -60,5 +68,10 @@ def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONS
             good.append(rec)
         except RowError as e:
             bad.append({"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": f"invalid record: {e}"})
-    rejects = rejects_table(bad)
-    return records_table(good), rejects, len(rows)
+    # A response without markup from a source whose other responses use markup never closed its reasoning.
+    markup = dominant_markup(good)
+    if markup:
+        by_index = {r.index: r for r in rows}
+        good = [normalize_row(by_index[g["row"]].value, layout, default_source, uri, g["row"], markup)
+                if g["markup"] == "plain" and g["source"] in markup else g for g in good]
+    return records_table(good), rejects_table(bad), len(rows)
