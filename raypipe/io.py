@@ -63,6 +63,11 @@ def join(root: str, *parts: str) -> str:
     return os.path.join(root, *parts)
 
 
+def _hidden(relative: str) -> bool:
+    """Files under a name starting with '.' or '_' (markers, temp files, a run's _work/) are not inputs."""
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
 def list_inputs(uri: str, storage: Storage) -> list[str]:
     """Input files of a file, folder or glob, as URIs in a stable order."""
     fs, path = storage.filesystem(uri)
@@ -70,7 +75,8 @@ def list_inputs(uri: str, storage: Storage) -> list[str]:
     if any(c in path for c in "*?["):
         base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
+                 and not _hidden(i.path[len(base):])]
     else:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
@@ -78,7 +84,7 @@ def list_inputs(uri: str, storage: Storage) -> list[str]:
         elif info.type == pafs.FileType.Directory:
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
             found = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(INPUT_SUFFIXES)
-                     and not posixpath.basename(i.path).startswith((".", "_"))]
+                     and not _hidden(i.path[len(path):])]
         else:
             raise FileNotFoundError(f"input not found: {uri}")
     if not found:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from raypipe import __version__, io
 from raypipe.ablate import delete_steps_table
 from raypipe.config import CurateConfig
+from raypipe.schema import dominant_markup
 from raypipe.scoring import Scorer
 from raypipe.select import Policy, compute_thresholds
 from raypipe.shard import load_shard
@@ -29,7 +30,7 @@ log = logging.getLogger("raypipe.curate")
 
 IN_MEMORY_ONLY = ["thinking", "final"]  # outputs keep the offsets instead of copies of the text
 RANK_COLUMNS = ["source", "id", "problem_id", "verdict", "branch_ratio", "n_steps", "n_tokens", "n_chars",
-                "thought_complete", "verify_ms"]
+                "thought_complete", "verify_ms", "markup"]
 
 
 class ConfigMismatch(RuntimeError):
@@ -145,7 +146,7 @@ def run_curate(config: CurateConfig) -> dict:
         ray.data.from_items(pending).map_batches(
             ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
-            max_restarts=3, max_task_retries=3,
+            ray_remote_args_fn=lambda: {"max_restarts": 3, "max_task_retries": 3},
         ).materialize()
     stats = [json.loads(io.read_text(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage))
              for s in shards]
@@ -157,6 +158,7 @@ def run_curate(config: CurateConfig) -> dict:
         if config.reference_source:
             policy = policy.model_copy(update={"reference_steps": reference_steps(ranks, config.reference_source)})
         policy = compute_thresholds(ranks, policy)
+        policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranks)})
 
     _say("phase 3/3 write: curated/ and dropped/")
     policy_json = policy.model_dump_json()
@@ -186,6 +188,11 @@ def _write_batch(batch: dict, config: dict, policy: str) -> dict:
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
     return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows]}
+
+
+def markup_by_source(ranks: pa.Table) -> dict[str, str]:
+    cols = ranks.select(["source", "markup"]).to_pydict()
+    return dominant_markup([{"source": s, "markup": m} for s, m in zip(cols["source"], cols["markup"])])
 
 
 def reference_steps(ranks: pa.Table, reference_source: str) -> dict[str, float]:

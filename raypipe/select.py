@@ -41,6 +41,9 @@ class Policy(BaseModel):
     thresholds: dict[str, Threshold | None] = {}
     default_threshold: float | None = None  # for sources the run never saw: a primary-key cut-off
     reference_steps: dict[str, float] = {}  # problem_id -> mean steps of the reference source
+    # Per source, the reasoning markup its responses use; online scoring passes it to schema.normalize_row
+    # (expected_markup=…) so that a markup-less response is read exactly as the batch job read it.
+    markup_by_source: dict[str, str] = {}
 
 
 def n_to_drop(q: float, n: int) -> int:
