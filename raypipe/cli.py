@@ -8,7 +8,7 @@ import sys
 from raypipe import __version__
 
 # Modules under raypipe.commands that define `register(subparsers)`.
-COMMANDS = ["curate", "sample"]
+COMMANDS = ["curate", "sample", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

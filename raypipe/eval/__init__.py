@@ -1,0 +1,1 @@
+"""Benchmark evaluation: registry, prompting, generation backends, grading with the curation verifier, metrics."""
