@@ -1,0 +1,56 @@
+"""Reading trajectories into Ray Data for the diagnostic jobs: one load task per input file, every row kept.
+
+Rows that cannot be read or normalised come through as rows with `error` set (source `(unreadable)`), so the
+per-trajectory outputs always hold one row per input row.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from raypipe import io
+from raypipe.diagnostics.inputs import SCHEMA, list_diagnostic_inputs, load_records
+
+LOADED_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))
+UNREADABLE = "(unreadable)"
+
+
+def load_file(uri: str, storage: io.Storage) -> pa.Table:
+    records, rejects = load_records(uri, storage)
+    records = records.append_column("error", pa.nulls(records.num_rows, pa.string()))
+    if not rejects.num_rows:
+        return records
+    bad = [{"id": f"{r['shard']}#{r['row']}", "source": UNREADABLE, "problem_id": None, "problem": "",
+            "response": "", "thinking_start": 0, "thinking_end": 0, "branch_ratio": None, "error": r["reason"]}
+           for r in rejects.to_pylist()]
+    return pa.concat_tables([records, pa.Table.from_pylist(bad, schema=LOADED_SCHEMA)])
+
+
+def _load_batch(batch: dict, storage: io.Storage) -> pa.Table:
+    return pa.concat_tables([load_file(str(u), storage) for u in batch["uri"]])
+
+
+def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None):
+    """A Ray Dataset of trajectories (LOADED_SCHEMA), in input order; `limit` keeps the first rows."""
+    import ray
+
+    uris = list_diagnostic_inputs(uri, storage)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
+        _load_batch, fn_kwargs={"storage": storage}, batch_size=1, num_cpus=0.5)
+    return (ds.limit(limit) if limit else ds), uris
+
+
+def actor_plan(actors: int | None, gpus_per_actor: float | None) -> dict:
+    """Actor pool settings: one actor per GPU when the cluster has GPUs, else CPU actors that leave room for
+    Ray Data's own tasks (a full-CPU pool on a small machine deadlocks silently)."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus, cpus = res.get("GPU", 0), res.get("CPU", 1)
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
+    if gpus_per_actor > 0:
+        size = actors or max(1, int(gpus / gpus_per_actor))
+        return {"size": size, "num_gpus": gpus_per_actor, "num_cpus": 1.0}
+    size = actors or max(1, int(cpus) - 1)
+    return {"size": size, "num_gpus": 0, "num_cpus": min(1.0, max(0.25, (cpus - 0.5) / size))}

@@ -1,0 +1,53 @@
+"""Trajectories for the diagnostics: any input `raypipe curate` reads, or a curation output folder."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raypipe import io
+from raypipe.schema import rejects_table
+from raypipe.shard import load_shard
+
+COLUMNS = ["id", "source", "problem_id", "problem", "response", "thinking_start", "thinking_end", "branch_ratio"]
+SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()),
+                    ("problem", pa.string()), ("response", pa.string()), ("thinking_start", pa.int64()),
+                    ("thinking_end", pa.int64()), ("branch_ratio", pa.float64())])
+CURATED_PARTS = ("curated", "dropped")
+
+
+def list_diagnostic_inputs(uri: str, storage: io.Storage) -> list[str]:
+    """Input files; for a curation output folder (it has manifest.json), its curated/ and dropped/ Parquet."""
+    if io.exists(io.join(uri, "manifest.json"), storage):
+        found: list[str] = []
+        for part in CURATED_PARTS:
+            if io.exists(io.join(uri, part), storage):
+                found += io.list_inputs(io.join(uri, part), storage)
+        if not found:
+            raise FileNotFoundError(f"{uri} is a curation output without curated/ or dropped/ rows")
+        return found
+    return io.list_inputs(uri, storage)
+
+
+def load_records(uri: str, storage: io.Storage) -> tuple[pa.Table, pa.Table]:
+    """(records with COLUMNS, rejected rows with their reason) for one file. Curated rows keep the curation job's
+    branch_ratio; raw rows are normalised by the curation adapters (branch_ratio left null)."""
+    if uri.endswith(".parquet"):
+        fs, path = storage.filesystem(uri)
+        names = pq.read_schema(path, filesystem=fs).names
+        if {"response", "thinking_start", "thinking_end", "problem_id"} <= set(names):
+            t = pq.read_table(path, filesystem=fs, columns=[c for c in COLUMNS if c in names])
+            if "branch_ratio" not in t.column_names:
+                t = t.append_column("branch_ratio", pa.nulls(t.num_rows, pa.float64()))
+            return t.select(COLUMNS).cast(SCHEMA), rejects_table([])
+    records, rejects, _ = load_shard(uri, storage)
+    t = records.append_column("branch_ratio", pa.nulls(records.num_rows, pa.float64()))
+    return t.select(COLUMNS).cast(SCHEMA), rejects
+
+
+def thinking_of(row: dict) -> str:
+    return row["response"][row["thinking_start"]:row["thinking_end"]]
+
+
+def sources_of(table: pa.Table) -> list[str]:
+    return sorted(pc.unique(table.column("source")).to_pylist())

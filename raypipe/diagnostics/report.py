@@ -1,0 +1,105 @@
+"""HTML reports of the diagnostics: loss histograms and CDFs, the judge's transition heatmaps."""
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+
+from raypipe import io
+from raypipe.report import _png, _table
+
+STYLE = ("<style>body{font-family:sans-serif;max-width:64em;margin:2em auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:.2em .6em}.ok{color:#137333}.no{color:#b3261e}</style>")
+
+
+def fmt(x, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.1%}" if pct else f"{x:.3f}"
+    return str(x)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _images(images: dict[str, str]) -> str:
+    return "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
+                   for t, b in images.items())
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>{STYLE}</head>"
+            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def loss_plots(summary: dict) -> dict[str, str]:
+    plt = _plt()
+    edges = np.asarray(summary["loss_edges"])
+    sources = [s for s, v in summary["sources"].items() if v["tokens"]]
+    out: dict[str, str] = {}
+    if not sources:
+        return out
+    fig, axes = plt.subplots(len(sources), 1, figsize=(7, 2.2 * len(sources)), squeeze=False)
+    for ax, s in zip(axes[:, 0], sources):
+        hist = np.asarray(summary["sources"][s]["loss_hist"])
+        ax.stairs(hist / max(hist.sum(), 1), np.maximum(edges, 1e-6), fill=True, color="#4477aa")
+        ax.axvline(summary["config"]["routine_threshold"], color="#cc3311", linestyle="--", label="routine threshold")
+        ax.set_xscale("log")
+        ax.set_title(s, fontsize=9)
+        ax.set_ylabel("share of tokens")
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("token loss (nats, log scale; the first bin holds 0 to 1e-5)")
+    fig.tight_layout()
+    out["token-loss histogram per source"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in sources:
+        hist = np.asarray(summary["sources"][s]["loss_hist"])
+        ax.step(np.maximum(edges[1:], 1e-6), np.cumsum(hist) / max(hist.sum(), 1), where="post", label=s)
+    ax.axvline(summary["config"]["routine_threshold"], color="#cc3311", linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("token loss (nats)")
+    ax.set_ylabel("CDF")
+    ax.legend(fontsize=7)
+    out["token-loss CDF per source"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for s in sources:
+        ys = [np.nan if y is None else y for y in summary["sources"][s]["loss_by_decile"]]
+        ax.plot(range(1, 11), ys, marker="o", label=s)
+    ax.set_xlabel("position decile in the response")
+    ax.set_ylabel("mean token loss")
+    ax.legend(fontsize=7)
+    out["loss by position decile"] = _png(fig)
+    return out
+
+
+def loss_html(summary: dict) -> str:
+    head = ["source", "trajectories", "scored", "errors", "truncated", "tokens", "mean loss", "routine share",
+            "key-token loss", "marker-token loss", "other-token loss", "mean entropy", "marker entropy"]
+    rows = [[s, v["trajectories"], v["scored"], sum(v["errors"].values()), v["truncated"], v["tokens"],
+             fmt(v["mean_loss"]), fmt(v["routine_share"], True), fmt(v["key_token_loss"]), fmt(v["marker_loss"]),
+             fmt(v["other_loss"]), fmt(v["mean_entropy"]), fmt(v["marker_entropy"])]
+            for s, v in summary["sources"].items()]
+    cfg = summary["config"]
+    defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in summary["definitions"].items())
+    errors = {s: v["errors"] for s, v in summary["sources"].items() if v["errors"]}
+    body = (f"<p>Model <b>{html.escape(cfg['model'])}</b>, window {cfg['window']} tokens, routine threshold "
+            f"{cfg['routine_threshold']} nats, lexicon <b>{html.escape(cfg['lexicon'])}</b>; {summary['rows']} "
+            f"trajectories in {summary['seconds']} s.</p>{_table(rows, head)}<ul>{defs}</ul>"
+            + (f"<h2>Errors</h2><pre>{html.escape(json.dumps(errors, indent=1))}</pre>" if errors else "")
+            + _images(loss_plots(summary))
+            + f"<h2>Config</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>")
+    return page("raypipe loss probe", body)
+
+
+def write_loss_report(summary: dict, uri: str, storage: io.Storage) -> None:
+    io.write_text(loss_html(summary), uri, storage)
