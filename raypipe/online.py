@@ -1,0 +1,180 @@
+"""Online scoring: trajectories scored one by one (or a few at a time) with a curation run's exact decisions.
+
+The decision comes from the batch job's own `Scorer.score` + `Scorer.decide`, under the `Policy` stored in the
+run's manifest.json and the ScoringConfig of the run's config. Rows are normalised by `schema.normalize_row`
+(the flat layout), as the batch job does, so a row posted here gets the decision the batch job gave it.
+No Ray here: the Serve application (raypipe.online_serve) wraps this.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raypipe import io
+from raypipe.report import versions as current_versions
+from raypipe.schema import RowError, normalize_row, records_table
+from raypipe.scoring import DECISION_FIELDS, SCORE_FIELDS, Scorer, ScoringConfig
+from raypipe.select import Policy
+
+DEFAULT_SOURCE = "online"
+# Manifest versions that change a decision when they differ from this process's.
+DECISION_VERSIONS = ("lexicon", "lexicon_markers", "verifier", "schema")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used for online scoring."""
+
+
+class Trajectory(BaseModel):
+    """One trajectory in the record schema's flat form. Other fields are accepted and ignored (batch: `meta`)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "id": "aime24_0", "source": "my-model", "problem": "What is $1+1$?", "reference_answer": "2",
+        "response": "<think>\nOne plus one.\n\nPerhaps it is 2.\n</think>\nThe answer is $\\boxed{2}$."}]})
+
+    problem: str = Field(description="the problem text")
+    response: str = Field(description="the full response: reasoning markup and final part")
+    reference_answer: str | None = Field(None, description="reference answer (alias: answer); empty: no verification")
+    answer: str | None = Field(None, description="alias of reference_answer, as in the batch job's flat layout")
+    source: str | None = Field(None, description="source (model) name: picks the per-source threshold")
+    model: str | None = Field(None, description="alias of source, as in the batch job")
+    id: str | None = Field(None, description="row id (default: a stable hash of source, problem and response)")
+
+
+class ScoreResult(BaseModel):
+    """The batch job's columns for one row. A row that cannot be normalised has decision 'reject' and an error."""
+
+    id: str | None = None
+    source: str | None = None
+    problem_id: str | None = None
+    decision: str = Field(description="keep | drop | reject")
+    reason: str
+    verdict: str | None = None
+    answer_extracted: str | None = None
+    verify_detail: str | None = None
+    verify_ms: float | None = None
+    branch_score: float | None = None
+    step_ratio: float | None = None
+    threshold: float | None = Field(None, description="the source's branch_score threshold (or the default one)")
+    known_source: bool | None = Field(None, description="false: the source was not in the curation run")
+    thought_complete: bool | None = None
+    markup: str | None = None
+    n_steps: int | None = None
+    n_branch_steps: int | None = None
+    branch_ratio: float | None = None
+    n_markers: int | None = None
+    markers_per_1k_tokens: float | None = None
+    n_chars: int | None = None
+    thinking_chars: int | None = None
+    n_tokens: int | None = None
+    thinking_tokens: int | None = None
+    error: str | None = None
+
+
+RESULT_COLUMNS = ["id", "source", "problem_id", "thought_complete", "markup",
+                  *(n for n, _ in SCORE_FIELDS), *(n for n, _ in DECISION_FIELDS)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a curation run's manifest fixes for online scoring."""
+
+    uri: str
+    policy: Policy
+    scoring: ScoringConfig
+    config_hash: str | None
+    versions: dict
+    max_response_chars: int
+
+    def describe(self) -> dict:
+        return {
+            "manifest": self.uri,
+            "config_hash": self.config_hash,
+            "lexicon": self.scoring.lexicon,
+            "segmenter": self.scoring.segmenter,
+            "verify_timeout_s": self.scoring.verify_timeout_s,
+            "rule": self.policy.rule,
+            "proxy": self.policy.proxy,
+            "drop_top": self.policy.drop_top,
+            "keep_incorrect": self.policy.keep_incorrect,
+            "reference_source": self.policy.reference_source,
+            "thresholds": {s: (t.score if t else None) for s, t in self.policy.thresholds.items()},
+            "default_threshold": self.policy.default_threshold,
+            "manifest_versions": self.versions,
+        }
+
+
+def load_plan(uri: str, storage: io.Storage | None = None, verify_workers: int = 1,
+              allow_version_mismatch: bool = False) -> Plan:
+    """Read manifest.json (a file, or a curation output folder holding one; local or s3://)."""
+    storage = storage or io.Storage()
+    if not uri.endswith(".json"):
+        uri = io.join(uri, "manifest.json")
+    text = io.read_text(uri, storage)
+    if text is None:
+        raise ManifestError(f"no manifest at {uri}")
+    try:
+        manifest = json.loads(text)
+        config = manifest["config"]
+        policy = Policy.model_validate(manifest["policy"])
+        fields = {k: config[k] for k in ScoringConfig.model_fields if k in config}
+        scoring = ScoringConfig(**{**fields, "verify_workers": verify_workers})
+    except (ValueError, KeyError, TypeError) as e:
+        raise ManifestError(f"{uri} is not a usable curation manifest: {type(e).__name__}: {e}") from None
+    recorded = manifest.get("versions", {})
+    now = current_versions(scoring.lexicon)
+    differ = {k: (recorded.get(k), now.get(k)) for k in DECISION_VERSIONS if recorded.get(k) != now.get(k)}
+    if differ and not allow_version_mismatch:
+        raise ManifestError(f"{uri} was written with other versions (manifest, here): {differ}; decisions could "
+                            "differ from the batch job's. Rerun the curation, or allow the mismatch explicitly")
+    return Plan(uri=uri, policy=policy, scoring=scoring, config_hash=manifest.get("config_hash"),
+                versions=recorded, max_response_chars=int(config.get("max_response_chars", 16 << 20)))
+
+
+class OnlineScorer:
+    """The batch job's Scorer and Policy behind a rows-in, results-out call. Not thread-safe: one caller at a time."""
+
+    def __init__(self, plan: Plan, default_source: str = DEFAULT_SOURCE):
+        self.plan = plan
+        self.default_source = default_source
+        self.scorer = Scorer(plan.scoring)
+
+    def setup(self) -> "OnlineScorer":
+        self.scorer.setup()
+        return self
+
+    def close(self) -> None:
+        self.scorer.close()
+
+    def normalize(self, row: dict, index: int) -> dict:
+        rec = normalize_row(row, "flat", self.default_source, "online", index, self.plan.policy.markup_by_source)
+        if len(rec["response"]) > self.plan.max_response_chars:
+            raise RowError(f"response of {len(rec['response'])} chars is over the run's limit of "
+                           f"{self.plan.max_response_chars}")
+        return rec
+
+    def score_rows(self, rows: list[dict]) -> list[dict]:
+        """One result dict (ScoreResult's fields) per input row, in order; bad rows get decision 'reject'."""
+        results: list[dict | None] = [None] * len(rows)
+        good, where = [], []
+        for i, row in enumerate(rows):
+            try:
+                good.append(self.normalize(row, i))
+                where.append(i)
+            except RowError as e:
+                results[i] = {"decision": "reject", "reason": f"invalid record: {e}", "error": str(e)}
+        if good:
+            decided = self.scorer.decide(self.scorer.score(records_table(good)), self.plan.policy)
+            cols = decided.select(RESULT_COLUMNS).to_pydict()
+            known = self.plan.policy.thresholds
+            for j, i in enumerate(where):
+                out = {k: cols[k][j] for k in RESULT_COLUMNS}
+                out["known_source"] = out["source"] in known
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+
+def as_rows(items: list[Trajectory]) -> list[dict]:
+    return [t.model_dump(exclude_none=True) for t in items]

@@ -1,0 +1,265 @@
+"""The online scorer as a Ray Serve application: FastAPI routes around raypipe.online.OnlineScorer.
+
+Concurrent single requests are gathered by `@serve.batch` and scored together; scoring (and the verifier's
+bounded worker processes) runs on one executor thread per replica, never on the event loop. Auth (401) and
+body limits (413) are checked before a body is parsed; overload is Serve's backpressure (503 + Retry-After).
+"""
+
+import asyncio
+import hmac
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import metrics
+
+from raypipe import __version__, io
+from raypipe.online import OnlineScorer, ScoreResult, Trajectory, as_rows, load_plan
+from raypipe.report import versions as current_versions
+
+TOKEN_ENV = "RAYPIPE_API_TOKEN"
+APP_NAME = "raypipe-scorer"
+DEPLOYMENT_NAME = "scorer"
+ROUTES = ("/v1/score", "/v1/score/batch", "/v1/config", "/healthz", "/openapi.json", "/docs")
+
+
+class ServeSettings(BaseModel):
+    """Everything the scoring application is configured with (`raypipe serve` flags, or `args:` in serve/config.yaml)."""
+
+    manifest: str = Field(description="a curation run's manifest.json, or its output folder; local or s3://")
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    allow_version_mismatch: bool = Field(False, description="serve a manifest written by other lexicon/verifier versions")
+    default_source: str = Field("online", description="source of rows that name none (gets the default threshold)")
+    max_item_bytes: int = Field(8 << 20, gt=0, description="body limit of /v1/score (413 above it)")
+    max_batch_items: int = Field(256, gt=0, description="most items in one /v1/score/batch request")
+    max_batch_bytes: int = Field(64 << 20, gt=0, description="body limit of /v1/score/batch")
+    batch_size: int = Field(32, gt=0, description="@serve.batch: most single requests scored together")
+    batch_wait_s: float = Field(0.002, ge=0, description="@serve.batch: how long a batch waits to fill")
+    verify_workers: int = Field(1, ge=1, description="verifier worker processes per replica")
+    replicas: int = Field(1, ge=1)
+    replica_cpus: float = Field(0.5, gt=0)
+    max_ongoing_requests: int = Field(64, gt=0, description="requests in a replica at once")
+    max_queued_requests: int = Field(256, description="requests queued per proxy beyond those; then 503 (-1: no limit)")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After on 503")
+
+
+api = FastAPI(title="raypipe scorer", version=__version__, description=(
+    "Scores long chain-of-thought trajectories with the curation job's own Scorer and the thresholds of a "
+    "curation run: the decision for a row equals the batch job's. Send `Authorization: Bearer <token>` when "
+    f"the server has {TOKEN_ENV} set."))
+
+ERRORS = {
+    401: {"description": "missing or wrong bearer token"},
+    413: {"description": "body (or batch) over the configured limit"},
+    422: {"description": "malformed JSON, wrong types, or a record that cannot be normalised"},
+    503: {"description": "overloaded: retry after the Retry-After header's seconds"},
+}
+
+
+class BatchRequest(BaseModel):
+    items: list[Trajectory] = Field(description="trajectories in the flat form; at most max_batch_items")
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResult] = Field(description="one per item, in order; bad items have decision 'reject'")
+    counts: dict[str, int] = Field(description="results per decision")
+
+
+def _route(scope: dict) -> str:
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path if path in ROUTES else "other"
+
+
+def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+class Guard:
+    """ASGI middleware: bearer auth on /v1/*, body limits before parsing, request metrics per route and status."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        rt = Runtime.current
+        if scope["type"] != "http" or rt is None:
+            return await self.app(scope, receive, send)
+        route, t0, status = _route(scope), time.perf_counter(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            response = self.check_auth(rt, route, scope)
+            if response is None:
+                response, receive = await self.check_size(rt, route, scope, receive)
+            if response is not None:
+                return await response(scope, receive, send_status)
+            return await self.app(scope, receive, send_status)
+        finally:
+            rt.requests.inc(tags={"route": route, "status": str(status[0])})
+            rt.latency.observe(1000.0 * (time.perf_counter() - t0), tags={"route": route})
+
+    @staticmethod
+    def check_auth(rt, route: str, scope: dict) -> JSONResponse | None:
+        if not rt.token or not route.startswith("/v1/"):
+            return None
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"")
+        if given[:7].lower() == b"bearer " and hmac.compare_digest(given[7:].strip(), rt.token.encode()):
+            return None
+        return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+    @staticmethod
+    async def check_size(rt, route: str, scope: dict, receive):
+        limit = rt.settings.max_batch_bytes if route == "/v1/score/batch" else rt.settings.max_item_bytes
+        too_big = _error(413, f"request body over the limit of {limit} bytes", limit_bytes=limit)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            return (too_big if not length.isdigit() or int(length) > limit else None), receive
+        # No Content-Length (chunked): read at most the limit, then replay what was read.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None, receive
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                return too_big, receive
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), [False]
+
+        async def replay():
+            if not replayed[0]:
+                replayed[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return None, replay
+
+
+api.add_middleware(Guard)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+               for e in exc.errors()]  # the offending input is not echoed back: it can be megabytes
+    return _error(422, "invalid request: " + "; ".join(f"{d['field']}: {d['msg']}" for d in details[:5]),
+                  fields=[d["field"] for d in details], detail=details)
+
+
+def _finite(result: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
+
+
+class Runtime:
+    """Per-replica state the middleware reads. `current` is set by the replica: one replica per process."""
+
+    current: "Runtime | None" = None
+
+    def __init__(self, settings: ServeSettings, token: str | None):
+        self.settings = settings
+        self.token = token or None
+        self.requests = metrics.Counter("raypipe_score_requests", "HTTP requests by route and status",
+                                        tag_keys=("route", "status"))
+        self.latency = metrics.Histogram("raypipe_score_latency_ms", "request latency in the replica (ms)",
+                                         boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 30000],
+                                         tag_keys=("route",))
+        self.decisions = metrics.Counter("raypipe_score_decisions", "scored rows by decision and verdict",
+                                         tag_keys=("decision", "verdict", "known_source"))
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class ScorerService:
+    def __init__(self, settings: dict):
+        self.settings = ServeSettings(**settings)
+        s = self.settings
+        self.plan = load_plan(s.manifest, io.Storage(s.s3_endpoint, s.s3_region), s.verify_workers,
+                              s.allow_version_mismatch)
+        self.scorer = OnlineScorer(self.plan, s.default_source).setup()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self.runtime = Runtime(s, os.environ.get(TOKEN_ENV))
+        Runtime.current = self.runtime
+        self._score_batched.set_max_batch_size(s.batch_size)
+        self._score_batched.set_batch_wait_timeout_s(s.batch_wait_s)
+
+    def __del__(self):
+        self.pool.shutdown(wait=False)
+        self.scorer.close()
+
+    async def _score(self, rows: list[dict]) -> list[dict]:
+        results = await asyncio.get_running_loop().run_in_executor(self.pool, self.scorer.score_rows, rows)
+        for r in results:
+            self.runtime.decisions.inc(tags={"decision": r["decision"], "verdict": str(r.get("verdict")),
+                                             "known_source": str(r.get("known_source"))})
+        return [_finite(r) for r in results]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _score_batched(self, rows: list[dict]) -> list[dict]:
+        return await self._score(rows)
+
+    @api.post("/v1/score", response_model=ScoreResult, responses=ERRORS)
+    async def score(self, item: Trajectory):
+        """Score one trajectory: verdict, structure metrics, branch_score, the source's threshold, the decision."""
+        result = await self._score_batched(as_rows([item])[0])
+        if result["decision"] == "reject":
+            return _error(422, result["reason"], fields=["body"], detail=[{"field": "body", "msg": result["error"]}])
+        return result
+
+    @api.post("/v1/score/batch", response_model=BatchResponse, responses=ERRORS)
+    async def score_batch(self, batch: BatchRequest):
+        """Score up to max_batch_items trajectories in one call; a bad item is a per-item 'reject', not an error."""
+        n, limit = len(batch.items), self.settings.max_batch_items
+        if n > limit:
+            raise HTTPException(413, f"batch of {n} items is over the limit of {limit}")
+        results = await self._score(as_rows(batch.items)) if n else []
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r["decision"]] = counts.get(r["decision"], 0) + 1
+        return {"results": results, "counts": counts}
+
+    @api.get("/v1/config")
+    async def config(self) -> dict:
+        """The lexicon, proxy, thresholds and versions this replica decides with, and the manifest they came from."""
+        s = self.settings
+        return {**self.plan.describe(), "versions": current_versions(self.plan.scoring.lexicon),
+                "limits": {"max_item_bytes": s.max_item_bytes, "max_batch_items": s.max_batch_items,
+                           "max_batch_bytes": s.max_batch_bytes},
+                "batching": {"batch_size": s.batch_size, "batch_wait_s": s.batch_wait_s},
+                "auth": bool(self.runtime.token), "default_source": s.default_source}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "manifest": self.plan.uri, "config_hash": self.plan.config_hash}
+
+
+def build_app(settings: ServeSettings, api_token: str | None = None):
+    """The Serve application. The bearer token defaults to $RAYPIPE_API_TOKEN of the process building the app."""
+    from ray.serve.config import BackpressureConfig
+
+    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV)
+    actor_options: dict = {"num_cpus": settings.replica_cpus}
+    if token:
+        actor_options["runtime_env"] = {"env_vars": {TOKEN_ENV: token}}
+    return ScorerService.options(
+        num_replicas=settings.replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
+        ray_actor_options=actor_options,
+    ).bind(json.loads(settings.model_dump_json()))
