@@ -9,13 +9,18 @@ import pyarrow as pa
 
 from raypipe import io
 from raypipe.diagnostics.inputs import SCHEMA, list_diagnostic_inputs, load_records
+from raypipe.schema import LayoutError
 
 LOADED_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))
 UNREADABLE = "(unreadable)"
 
 
 def load_file(uri: str, storage: io.Storage) -> pa.Table:
-    records, rejects = load_records(uri, storage)
+    try:
+        records, rejects = load_records(uri, storage)
+    except LayoutError as e:  # a file of some other kind: every row is reported, none is lost
+        bad = [{"shard": uri, "row": r.index, "reason": str(e)} for r in io.iter_raw_rows(uri, storage)]
+        records, rejects = SCHEMA.empty_table(), pa.Table.from_pylist(bad)
     records = records.append_column("error", pa.nulls(records.num_rows, pa.string()))
     if not rejects.num_rows:
         return records

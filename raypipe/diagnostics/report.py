@@ -103,3 +103,63 @@ def loss_html(summary: dict) -> str:
 
 def write_loss_report(summary: dict, uri: str, storage: io.Storage) -> None:
     io.write_text(loss_html(summary), uri, storage)
+
+
+def judge_plots(summary: dict) -> dict[str, str]:
+    plt = _plt()
+    sources = [s for s, v in summary["sources"].items() if v["steps"]]
+    out: dict[str, str] = {}
+    if not sources:
+        return out
+    labels = summary["sources"][sources[0]]["transition_labels"]
+    fig, axes = plt.subplots(1, len(sources), figsize=(3.6 * len(sources), 3.4), squeeze=False)
+    for ax, s in zip(axes[0], sources):
+        p = np.array([[np.nan if x is None else x for x in row] for row in summary["sources"][s]["transition_probs"]])
+        ax.imshow(p, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if not np.isnan(p[i, j]):
+                    ax.text(j, i, f"{p[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if p[i, j] < 0.5 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_title(s, fontsize=9)
+        ax.set_xlabel("next step")
+    axes[0, 0].set_ylabel("step")
+    fig.tight_layout()
+    out["transition matrix P(next label | label) per source"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(sources) + 1.5))
+    left = np.zeros(len(sources))
+    for lab in labels:
+        vals = np.array([summary["sources"][s]["label_shares"][lab] or 0.0 for s in sources])
+        ax.barh(sources, vals, left=left, label=lab)
+        left += vals
+    ax.set_xlabel("share of labelled steps")
+    ax.legend(fontsize=8, ncol=4)
+    out["label shares per source"] = _png(fig)
+    return out
+
+
+def judge_html(summary: dict) -> str:
+    head = ["source", "trajectories", "steps", "propose", "deduce", "verify", "other", "P(propose→propose)",
+            "unlabelled", "failed requests", "corr(propose share, branch_ratio)"]
+    rows = []
+    for s, v in summary["sources"].items():
+        sh, corr = v["label_shares"], v["propose_vs_branch_ratio"]
+        rows.append([s, v["trajectories"], v["steps"], fmt(sh["propose"], True), fmt(sh["deduce"], True),
+                     fmt(sh["verify"], True), fmt(sh["other"], True), fmt(v["p_propose_propose"]),
+                     fmt(v["unlabelled_rate"], True),
+                     f"{v['failed_requests']}/{v['requests']}" if v["requests"] else "-",
+                     f"{fmt(corr['pearson'])} (Spearman {fmt(corr['spearman'])}, n={corr['n']})"])
+    body = (f"<p>Judge <b>{html.escape(summary['judge'])}</b>"
+            + (f", prompt {html.escape(summary['prompt_version'])}" if summary.get("prompt_version") else "")
+            + f"; {summary['rows']} trajectories in {summary['seconds']} s. Shares are over labelled steps; "
+            "transitions count consecutive labelled steps within a trajectory.</p>"
+            + _table(rows, head) + _images(judge_plots(summary))
+            + f"<h2>Config</h2><pre>{html.escape(json.dumps(summary['config'], indent=1))}</pre>")
+    return page("raypipe step judge", body)
+
+
+def write_judge_report(summary: dict, uri: str, storage: io.Storage) -> None:
+    io.write_text(judge_html(summary), uri, storage)
