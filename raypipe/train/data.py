@@ -1,0 +1,107 @@
+"""Curated Parquet -> tokenized, masked and (optionally) packed rows, on Ray Data; workers read them with
+ray.train.get_dataset_shard. Row order is preserved so that a resumed run sees the same batches."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+log = logging.getLogger("raypipe.train")
+
+COLUMNS = ("problem", "response", "source", "decision")
+
+
+def resolve_data(uri: str, storage) -> str:
+    """A curation output folder means its curated/ part."""
+    from raypipe.io import exists, join
+
+    return join(uri, "curated") if exists(join(uri, "curated"), storage) else uri
+
+
+def source_names(uri: str, storage) -> list[str]:
+    import pyarrow.dataset as pads
+
+    fs, path = storage.filesystem(uri)
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    if "source" not in dataset.schema.names:
+        return ["all"]
+    return sorted(str(s) for s in dataset.to_table(columns=["source"]).column("source").unique().to_pylist())
+
+
+class Tokenize:
+    """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status."""
+
+    def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str]):
+        from raypipe.tiny import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_path)
+        self.args = (max_len, overlong, template)
+        self.sources = {s: i for i, s in enumerate(sources)}
+
+    def __call__(self, batch: dict) -> dict:
+        from raypipe.train.render import render
+
+        out = {"input_ids": [], "labels": [], "source": [], "status": []}
+        n = len(batch["problem"])
+        srcs = batch["source"] if "source" in batch else ["all"] * n
+        for problem, response, src in zip(batch["problem"], batch["response"], srcs):
+            try:
+                r = render(self.tokenizer, problem or "", response or "", *self.args)
+            except Exception as e:  # a row the tokenizer cannot take: counted, never a crash
+                log.warning("row not tokenized: %s", e)
+                out["input_ids"].append([]), out["labels"].append([]), out["source"].append(0)
+                out["status"].append("error")
+                continue
+            ex = r.example
+            out["input_ids"].append(ex.input_ids if ex else [])
+            out["labels"].append(ex.labels if ex else [])
+            out["source"].append(self.sources.get(src, 0))
+            out["status"].append(r.status)
+        return out
+
+
+def pack_batch(batch: dict, max_len: int, pack: bool) -> dict:
+    from raypipe.train.packing import Doc, pack as pack_docs, row_record
+
+    docs = [Doc(list(i), list(l), int(s)) for i, l, s in zip(batch["input_ids"], batch["labels"], batch["source"])]
+    groups = pack_docs(docs, max_len) if pack else [[d] for d in docs]
+    rows = [row_record(g) for g in groups]
+    return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "doc_lens", "doc_sources")}
+
+
+def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_actor: float = 0.5):
+    """(dataset of training rows, data stats). Materialized, so the row count fixes the step count."""
+    import numpy as np
+    import pyarrow.dataset as pads
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    uri = resolve_data(cfg.data, storage)
+    fs, path = storage.filesystem(uri)
+    names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    missing = {"problem", "response"} - set(names)
+    if missing:
+        raise ValueError(f"{uri}: not curated trajectories (missing columns {sorted(missing)})")
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=[c for c in COLUMNS if c in names])
+    if "decision" in names:
+        ds = ds.filter(lambda r: r["decision"] in (None, "keep"))
+    tokenized = ds.map_batches(
+        Tokenize, fn_constructor_kwargs={"model_path": model_path, "max_len": cfg.max_len, "overlong": cfg.overlong,
+                                         "template": cfg.template, "sources": sources},
+        batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=num_cpus_per_actor,
+    ).materialize()
+    status = Counter(s for b in tokenized.select_columns(["status"]).iter_batches(batch_size=4096, batch_format="numpy")
+                     for s in b["status"].tolist())
+    usable = tokenized.filter(lambda r: r["status"] in ("ok", "truncated"))
+    rows = usable.map_batches(pack_batch, fn_kwargs={"max_len": cfg.max_len, "pack": cfg.pack},
+                              batch_size=4096 if cfg.pack else 256, num_cpus=num_cpus_per_actor)
+    rows = rows.random_shuffle(seed=cfg.seed).materialize()
+    n_rows = rows.count()
+    tokens = sum(int(np.sum(x)) for b in rows.select_columns(["doc_lens"]).iter_batches(
+        batch_size=4096, batch_format="numpy") for x in b["doc_lens"])
+    stats = {"input_rows": sum(status.values()), "rows_used": status["ok"] + status["truncated"],
+             "truncated": status["truncated"], "dropped_overlong": status["dropped_overlong"],
+             "dropped_empty": status["empty"], "errors": status["error"], "train_rows": n_rows,
+             "tokens": tokens, "data": uri}
+    log.info("data: %s", stats)
+    return rows, stats
