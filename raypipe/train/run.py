@@ -25,7 +25,7 @@ def run_train(cfg) -> dict:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raypipe.io import Storage, join, write_text
+    from raypipe.io import Storage, join, read_text, write_text
     from raypipe.ray_env import ensure_ray
     from raypipe.tiny import load_tokenizer
     from raypipe.train.attention import choose_path
@@ -72,11 +72,15 @@ def run_train(cfg) -> dict:
     )
     result = trainer.fit()
     metrics = dict(result.metrics or {})
+    history = [json.loads(line) for line in (read_text(join(cfg.output, "metrics.jsonl"), storage) or "").splitlines()]
+    timed = [h for h in history if h["step"] > 1] or history  # step 1 includes warm-up costs
     summary = {
         "final_loss": metrics.get("loss"), "steps": metrics.get("step"), "total_steps": total,
-        "tokens_per_s": metrics.get("tokens_per_s"), "mfu": metrics.get("mfu"),
+        "first_loss": history[0]["loss"] if history else None,
+        "tokens_per_s": _mean([h["tokens_per_s"] for h in timed]), "mfu": _mean([h["mfu"] for h in timed]),
         "padding_fraction": metrics.get("padding_fraction"), "lr": metrics.get("lr"),
         "per_source_loss": {k[5:]: v for k, v in metrics.items() if k.startswith("loss/")},
+        "resumed_from_step": metrics.get("start_step"), "metrics_log": join(cfg.output, "metrics.jsonl"),
         "model_path": join(cfg.output, "model"), "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "attention": path, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",
         "num_workers": cfg.num_workers, "data": data_stats, "sources": sources,
@@ -84,6 +88,11 @@ def run_train(cfg) -> dict:
     }
     write_text(json.dumps(summary, indent=1, default=str), join(cfg.output, "train_summary.json"), storage)
     return summary
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _ordered():

@@ -70,6 +70,29 @@ def export_model(engine, tokenizer, zero: int, uri: str, storage, rank: int) -> 
     dist.barrier()
 
 
+class MetricsLog:
+    """Rank 0's per-step metrics, rewritten to <output>/metrics.jsonl at each checkpoint (kept across resumes)."""
+
+    def __init__(self, uri: str, storage, rank: int):
+        self.uri, self.storage, self.active, self.rows = uri, storage, rank == 0, []
+
+    def resume(self, step: int) -> None:
+        from raypipe.io import read_text
+
+        text = read_text(self.uri, self.storage) if self.active else None
+        self.rows = [r for r in map(json.loads, (text or "").splitlines()) if r["step"] <= step]
+
+    def add(self, metrics: dict) -> None:
+        if self.active:
+            self.rows.append(metrics)
+
+    def flush(self) -> None:
+        from raypipe.io import write_text
+
+        if self.active:
+            write_text("".join(json.dumps(r) + "\n" for r in self.rows), self.uri, self.storage)
+
+
 def train_worker(config: dict) -> None:
     import deepspeed
     import ray.train
@@ -113,6 +136,7 @@ def train_worker(config: dict) -> None:
     engine = DeepSpeedEngine(ds_engine)
 
     start = 0
+    history = MetricsLog(join(cfg.output, "metrics.jsonl"), storage, rank)
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -120,6 +144,7 @@ def train_worker(config: dict) -> None:
                 state = json.load(f)
             ds_engine.load_checkpoint(d, tag=state["tag"])
             start = int(state["step"])
+        history.resume(start)
         if rank == 0:
             log.warning("raypipe train: resumed from step %d (%s)", start, ckpt.path)
 
@@ -137,11 +162,13 @@ def train_worker(config: dict) -> None:
         metrics = {"step": step, "epoch": (step - 1) // spe, "loss": stats.loss, "lr": stats.lr,
                    "tokens_per_s": stats.tokens_per_s, "target_tokens": stats.target_tokens,
                    "padding_fraction": stats.padding_fraction, "step_seconds": stats.seconds,
-                   "mfu": mfu(stats, peak, world)}
+                   "mfu": mfu(stats, peak, world), "start_step": start}
         if len(sources) > 1:
             metrics.update({f"loss/{sources[s]}": v for s, v in stats.source_loss.items()})
         last.update(metrics)
+        history.add(metrics)
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total:
+            history.flush()
             with tempfile.TemporaryDirectory() as d:
                 tag = f"step{step}"
                 ds_engine.save_checkpoint(d, tag=tag)
