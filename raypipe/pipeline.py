@@ -140,6 +140,7 @@ def run_curate(config: CurateConfig) -> dict:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
+    ctx.execution_options.verbose_progress = False
     if pending:
         size, per_actor = _actor_plan(config, len(pending))
         _say(f"phase 1/3 score: {size} actors x {per_actor:g} CPU")

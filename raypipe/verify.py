@@ -186,7 +186,7 @@ class Verifier:
         self.n_workers = max(1, workers)
         self.timeout_s = timeout_s
         self.memory_limit = memory_mb << 20
-        self.cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.cache: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
         self.cache_size = cache_size
         self._workers: list[_Worker] = []
 
@@ -210,9 +210,9 @@ class Verifier:
         except Exception:
             pass
 
-    def _remember(self, key: tuple[str, str], verdict: str) -> None:
-        if verdict in (CORRECT, WRONG, UNPARSEABLE_REFERENCE):
-            self.cache[key] = verdict
+    def _remember(self, key: tuple[str, str], grade: Grade) -> None:
+        if grade.verdict in (CORRECT, WRONG, UNPARSEABLE_REFERENCE):
+            self.cache[key] = (grade.verdict, grade.detail)
             if len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
 
@@ -231,7 +231,7 @@ class Verifier:
             elif len(reference) > MAX_ANSWER_CHARS or _depth(reference) > MAX_BRACE_DEPTH:
                 out[i] = Grade(UNPARSEABLE_REFERENCE, 0.0, "reference over the limits")
             elif (hit := self.cache.get((answer, reference))) is not None:
-                out[i] = Grade(hit, time.perf_counter() - t0, "cached")
+                out[i] = Grade(hit[0], time.perf_counter() - t0, hit[1])
             elif (fast := _fast_grade(answer, reference)) is not None:
                 out[i] = Grade(fast, time.perf_counter() - t0, "numeric")
             else:
@@ -241,7 +241,7 @@ class Verifier:
             for k, grade in self._run([(k, a, r) for k, (a, r) in enumerate(keys)]):
                 for i in pending[keys[k]]:
                     out[i] = grade
-                self._remember(keys[k], grade.verdict)
+                self._remember(keys[k], grade)
         return out  # type: ignore[return-value]
 
     def _run(self, tasks: list[tuple[int, str, str]]):
