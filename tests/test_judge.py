@@ -230,3 +230,27 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(ray_local, tmp_path
     bad = subprocess.run(raypipe_cli() + ["diagnose", "--sources", "DeepSeek-R1,nope", "--judge", str(tmp_path / "j"),
                                           "--output", str(page)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_vllm_request_rows_split_and_reassemble():
+    """The GPU path's pure parts (vLLM itself needs a GPU): request rows cover every step once and reassemble."""
+    from raypipe.diagnostics.judge_job import JudgeConfig
+    from raypipe.diagnostics.judge_vllm import assemble, to_requests
+
+    cfg = JudgeConfig(input="x", output="y", backend="vllm", model="m", steps_per_request=2)
+    steps = [f"We compute {i} + 1 = {i + 1}." for i in range(5)]
+    row = {"id": "t", "source": "s", "problem_id": "p", "error": None, "problem": "Q?", "branch_ratio": None,
+           "response": "\n\n".join(steps), "thinking_start": 0, "thinking_end": len("\n\n".join(steps))}
+    reqs = to_requests(row, cfg.model_dump())
+    assert [(r["first"], r["count"]) for r in reqs] == [(0, 2), (2, 2), (4, 1)]
+    answers = []
+    for r in reversed(reqs):  # answers come back in any order
+        items = [{"step": k, "label": expected_label(k)} for k in range(r["first"] + 1, r["first"] + r["count"] + 1)]
+        answers.append({**r, "answer": json.dumps({"labels": items}), "answer_error": None})
+    answers[0]["answer"], answers[0]["answer_error"] = None, "engine error"
+    out = assemble(answers, cfg)
+    assert out["labels"] == [expected_label(k) for k in range(1, 5)] + [UNLABELLED]
+    assert out["n_requests"] == 3 and out["n_failed_requests"] == 1 and out["request_errors"] == ["engine error"]
+    empty = to_requests({**row, "response": "", "thinking_end": 0}, cfg.model_dump())
+    assert [r["count"] for r in empty] == [0]
+    assert assemble([{**empty[0], "answer": None, "answer_error": None}], cfg)["labels"] == []
