@@ -157,10 +157,10 @@ def write_parquet(table: pa.Table, uri: str, storage: Storage) -> None:
     fs.create_dir(posixpath.dirname(path), recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = path + ".tmp"
-        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd", compression_level=1)
         os.replace(tmp, path)
     else:
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        pq.write_table(table, path, filesystem=fs, compression="zstd", compression_level=1)
 
 
 def read_parquet(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table:

@@ -285,7 +285,9 @@ def empty_records() -> pa.Table:
 
 
 def records_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    """Column by column: several times faster than from_pylist on long strings."""
+    return pa.Table.from_arrays([pa.array([r[f.name] for r in rows], type=f.type) for f in RECORD_SCHEMA],
+                                schema=RECORD_SCHEMA)
 
 
 def rejects_table(rows: list[dict]) -> pa.Table:

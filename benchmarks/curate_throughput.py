@@ -1,0 +1,156 @@
+"""Curation throughput: a naive one-process script vs raypipe's kernels in one process vs the full Ray Data job.
+
+Builds a corpus of >= 1 GB by repeating the real trajectories of ../shared/data/trajectories with fresh ids
+(sharded into JSONL files), then measures, in one run:
+  1. naive: json.loads, math-verify on the whole response, a Python regex loop for steps and markers;
+  2. raypipe's kernels in one process (load_shard + Scorer.score + Scorer.decide + Parquet writes);
+  3. the full Ray Data job (raypipe curate) on all cores.
+The naive script is far too slow for 1 GB, so it runs on a time budget and its rate is reported per MB.
+
+    .venv/bin/python benchmarks/curate_throughput.py [--gb 1.0] [--naive-seconds 60]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("RAYPIPE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def build_corpus(dst: Path, gb: float, shards: int) -> tuple[list[Path], int, int]:
+    src = [line for f in sorted((SHARED / "trajectories").glob("*.jsonl")) for line in f.open()]
+    rows = [json.loads(s) for s in src]
+    per_copy = sum(len(s.encode()) for s in src)
+    copies = int(gb * 1e9 / per_copy) + 1
+    stamp = dst / f"corpus-{gb}-{shards}.done"
+    files = [dst / f"part-{i:04d}.jsonl" for i in range(shards)]
+    if not stamp.exists():
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        handles = [f.open("w") for f in files]
+        n = 0
+        for c in range(copies):
+            for r in rows:
+                handles[n % shards].write(json.dumps({**r, "id": f"{r['id']}#{c}"}) + "\n")
+                n += 1
+        for h in handles:
+            h.close()
+        stamp.write_text("ok")
+    total = sum(f.stat().st_size for f in files)
+    n_rows = copies * len(rows)
+    return files, total, n_rows
+
+
+def naive(files: list[Path], budget_s: float) -> tuple[int, int, float]:
+    """What a first script does: parse every line, math-verify the whole response, loop regexes in Python."""
+    from math_verify import parse, verify
+
+    markers = re.compile(r"\b(Perhaps|Another|Alternatively)\b", re.IGNORECASE)
+    t0 = time.perf_counter()
+    rows = nbytes = 0
+    for f in files:
+        for line in f.open():
+            r = json.loads(line)
+            gold = parse(f"${r['answer']}$")
+            pred = parse(r["response"])
+            _ = verify(gold, pred)
+            steps = [s for s in re.split(r"\n\s*\n", r["response"]) if s.strip()]
+            _ = sum(1 for s in steps if markers.search(s)) / max(1, len(steps))
+            rows += 1
+            nbytes += len(line.encode())
+            if time.perf_counter() - t0 > budget_s:
+                return rows, nbytes, time.perf_counter() - t0
+    return rows, nbytes, time.perf_counter() - t0
+
+
+def kernels(files: list[Path], out: Path) -> tuple[int, int, float]:
+    """raypipe's own code, one process, no Ray: read, normalise, verify, measure, decide, write."""
+    import pyarrow.compute as pc
+
+    from raypipe.io import Storage, write_parquet
+    from raypipe.scoring import Scorer, ScoringConfig
+    from raypipe.select import Policy, compute_thresholds
+    from raypipe.shard import load_shard
+
+    storage = Storage()
+    scorer = Scorer(ScoringConfig()).setup()
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    rows = nbytes = 0
+    scored_all = []
+    for f in files:
+        records, rejects, n = load_shard(str(f), storage)
+        scored = scorer.score(records)
+        scored_all.append(scored.select(["source", "id", "verdict", "branch_ratio", "n_steps", "n_tokens", "problem_id"]))
+        write_parquet(scored.drop_columns(["thinking", "final"]), str(out / f"{f.stem}.parquet"), storage)
+        rows += n
+        nbytes += f.stat().st_size
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    policy = compute_thresholds(pa.concat_tables(scored_all), Policy())
+    for p in sorted(out.glob("*.parquet")):
+        decided = scorer.decide(pq.read_table(p), policy)
+        write_parquet(decided.filter(pc.equal(decided.column("decision"), "keep")), str(p) + ".kept", storage)
+    scorer.close()
+    return rows, nbytes, time.perf_counter() - t0
+
+
+def full_job(corpus: Path, out: Path, cpus: int) -> tuple[int, int, float]:
+    from raypipe.config import CurateConfig
+    from raypipe.pipeline import run_curate
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True))
+    seconds = time.perf_counter() - t0
+    nbytes = sum(os.path.getsize(f) for f in glob.glob(str(corpus / "*.jsonl")))
+    return m["counts"]["input"], nbytes, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--shards", type=int, default=64)
+    ap.add_argument("--naive-seconds", type=float, default=60.0)
+    ap.add_argument("--work", default=str(ROOT / ".cache" / "bench"))
+    ap.add_argument("--skip", default="", help="comma list of stages to skip: naive,kernels,job")
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    cpus = os.cpu_count() or 1
+    work = Path(args.work)
+    t = time.perf_counter()
+    files, total, n_rows = build_corpus(work / "corpus", args.gb, args.shards)
+    print(f"corpus: {n_rows} rows, {total / 1e9:.2f} GB in {len(files)} files ({time.perf_counter() - t:.0f}s to build or check)")
+    results = {}
+    skip = set(args.skip.split(","))
+    if "naive" not in skip:
+        results["1 naive script, 1 process"] = (*naive(files, args.naive_seconds), 1)
+    if "kernels" not in skip:
+        results["2 raypipe kernels, 1 process"] = (*kernels(files, work / "kernels-out"), 1)
+    if "job" not in skip:
+        results[f"3 raypipe curate, Ray Data, {cpus} cores"] = (*full_job(work / "corpus", work / "job-out", cpus), cpus)
+    print(f"\n{'stage':40s} {'rows':>9s} {'MB':>8s} {'sec':>8s} {'rows/s':>9s} {'MB/s':>8s} {'MB/s/core':>10s}")
+    rates = {}
+    for name, (rows, nbytes, sec, cores) in results.items():
+        mbs = nbytes / 1e6 / sec
+        rates[name] = mbs
+        print(f"{name:40s} {rows:9d} {nbytes / 1e6:8.1f} {sec:8.1f} {rows / sec:9.1f} {mbs:8.2f} {mbs / cores:10.2f}")
+    names = list(rates)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            print(f"ratio ({names[j][0]}) / ({names[i][0]}) throughput: {rates[names[j]] / rates[names[i]]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
