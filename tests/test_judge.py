@@ -254,3 +254,14 @@ def test_vllm_request_rows_split_and_reassemble():
     empty = to_requests({**row, "response": "", "thinking_end": 0}, cfg.model_dump())
     assert [r["count"] for r in empty] == [0]
     assert assemble([{**empty[0], "answer": None, "answer_error": None}], cfg)["labels"] == []
+
+
+@pytest.mark.parametrize("job", ["jobs/judge.py", "jobs/loss_probe.py"])
+def test_job_entrypoints_parse_their_flags(job):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(root / job), "--help"], capture_output=True, text=True, timeout=120,
+                         cwd="/")
+    assert res.returncode == 0 and "--input" in res.stdout and "--output" in res.stdout

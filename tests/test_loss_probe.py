@@ -125,6 +125,17 @@ def test_loss_probe_job_real_data_local_and_s3(ray_local, tmp_path, s3_bucket, s
     html = (tmp_path / "a" / "report.html").read_text()
     assert "token-loss CDF per source" in html and "data:image/png;base64" in html
 
+    from raypipe.diagnostics.compare import write_compare
+
+    a_src, b_src = "DeepSeek-R1", "Sky-T1-math-correct-5K-14B"
+    rows = write_compare(a_src, b_src, [str(tmp_path / "a")], [], str(tmp_path / "cmp.html"), io.Storage())
+    by = {r["metric"]: r for r in rows}
+    assert by["mean token loss (nats)"]["a"] == a["sources"][a_src]["mean_loss"]
+    assert by["key-token loss (nats)"]["b"] == b["sources"][b_src]["key_token_loss"]
+    assert by["mean token loss (nats)"]["same"] == (a["sources"][a_src]["mean_loss"] < a["sources"][b_src]["mean_loss"])
+    assert by["Propose share of steps"]["a"] is None and by["Propose share of steps"]["same"] is None
+    assert "1.53" in (tmp_path / "cmp.html").read_text()
+
 
 def test_cli_help_lists_loss_probe():
     from raypipe.cli import build_parser
