@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from raypipe import __version__, io
 from raypipe.ablate import delete_steps_table
 from raypipe.config import CurateConfig
-from raypipe.schema import dominant_markup
+from raypipe.schema import LayoutError, dominant_markup
 from raypipe.scoring import Scorer
 from raypipe.select import Policy, compute_thresholds
 from raypipe.shard import load_shard
@@ -52,9 +52,12 @@ class ScoreShards:
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = defaultdict(list)
         for uri, key in zip(batch["uri"], batch["key"]):
-            stats = score_shard(str(uri), str(key), self.config, self.storage, self.scorer)
-            for k, v in stats.items():
-                out[k].append(v)
+            try:
+                score_shard(str(uri), str(key), self.config, self.storage, self.scorer)
+                out["error"].append("")
+            except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
+                out["error"].append(str(e))
+            out["key"].append(str(key))
         return dict(out)
 
 
@@ -129,10 +132,10 @@ def run_curate(config: CurateConfig) -> dict:
     from raypipe.report import build_manifest, write_report
 
     t_start = time.time()
-    ensure_ray(config.num_cpus)
     storage = io.Storage(config.s3_endpoint, config.s3_region)
     inputs = io.list_inputs(config.input, storage)
     _prepare_output(config, storage)
+    ensure_ray(config.num_cpus)
     shards = [{"uri": u, "key": io.shard_key(u)} for u in inputs]
     done = {s["key"] for s in shards if io.exists(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage)}
     pending = [s for s in shards if s["key"] not in done]
@@ -144,11 +147,14 @@ def run_curate(config: CurateConfig) -> dict:
     if pending:
         size, per_actor = _actor_plan(config, len(pending))
         _say(f"phase 1/3 score: {size} actors x {per_actor:g} CPU")
-        ray.data.from_items(pending).map_batches(
+        results = ray.data.from_items(pending).map_batches(
             ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
             ray_remote_args_fn=lambda: {"max_restarts": 3, "max_task_retries": 3},
-        ).materialize()
+        ).take_all()
+        errors = [r["error"] for r in results if r["error"]]
+        if errors:
+            raise LayoutError("; ".join(errors))
     stats = [json.loads(io.read_text(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage))
              for s in shards]
 
