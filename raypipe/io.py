@@ -136,7 +136,10 @@ def iter_raw_rows(uri: str, storage: Storage) -> Iterator[RawRow]:
         for i, rec in enumerate(table.to_pylist()):
             yield RawRow(i, rec, "")
         return
-    data = read_bytes(uri, storage)
+    yield from parse_jsonl(read_bytes(uri, storage))
+
+
+def parse_jsonl(data: bytes) -> Iterator[RawRow]:
     for i, line in enumerate(data.split(b"\n")):
         if not line.strip():
             continue

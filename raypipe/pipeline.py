@@ -198,8 +198,7 @@ def _write_batch(batch: dict, config: dict, policy: str) -> dict:
 
 
 def markup_by_source(ranks: pa.Table) -> dict[str, str]:
-    cols = ranks.select(["source", "markup"]).to_pydict()
-    return dominant_markup([{"source": s, "markup": m} for s, m in zip(cols["source"], cols["markup"])])
+    return dominant_markup(ranks.column("source").to_pylist(), ranks.column("markup").to_pylist())
 
 
 def reference_steps(ranks: pa.Table, reference_source: str) -> dict[str, float]:

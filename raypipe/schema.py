@@ -110,58 +110,69 @@ class Split:
         return self.response[self.final_start:self.final_end]
 
 
-_HARMONY_ANALYSIS = "<|channel|>analysis<|message|>"
-_HARMONY_FINAL = "<|channel|>final<|message|>"
-_HARMONY_ENDS = ("<|end|>", "<|return|>", "<|start|>", "<|call|>")
+_MARKERS = {
+    "analysis": "<|channel|>analysis<|message|>",
+    "final": "<|channel|>final<|message|>",
+    "harmony_ends": ("<|end|>", "<|return|>", "<|start|>", "<|call|>"),
+    "bot": "<|begin_of_thought|>",
+    "eot": "<|end_of_thought|>",
+    "bos": "<|begin_of_solution|>",
+    "eos": ("<|end_of_solution|>",),
+    "think": "<think>",
+    "unthink": "</think>",
+}
+_MARKERS_BYTES = {k: tuple(x.encode() for x in v) if isinstance(v, tuple) else v.encode() for k, v in _MARKERS.items()}
 
 
-def _end(text: str, start: int, ends: Iterable[str]) -> int:
-    stop = len(text)
-    for e in ends:
-        i = text.find(e, start)
-        if i != -1:
-            stop = min(stop, i)
-    return stop
+def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> tuple[int, int, int, int, bool, str]:
+    """(thinking start, thinking end, final start, final end, complete, markup) of the response buf[lo:hi].
 
-
-def split_reasoning(response: str, expected_markup: str | None = None) -> Split:
-    """Separate the reasoning from the final part. An unfinished reasoning has an empty final part.
-
+    Works on a str or on a bytes buffer holding many responses (offsets are then byte offsets into it).
     `expected_markup` is the markup the response's source uses: a response with no markup at all from such a
     source started inside its reasoning (the opening tag was in the prompt) and never closed it.
     """
-    n = len(response)
-    if _HARMONY_ANALYSIS in response or _HARMONY_FINAL in response:
-        a = response.find(_HARMONY_ANALYSIS)
-        ts = a + len(_HARMONY_ANALYSIS) if a != -1 else 0
-        te = _end(response, ts, _HARMONY_ENDS) if a != -1 else 0
-        f = response.rfind(_HARMONY_FINAL)
+    m = _MARKERS_BYTES if isinstance(buf, (bytes, bytearray)) else _MARKERS
+
+    def find(x, start=lo):
+        return buf.find(x, start, hi)
+
+    def end(start, ends):
+        found = [i for i in (find(e, start) for e in ends) if i != -1]
+        return min(found) if found else hi
+
+    a, f = find(m["analysis"]), buf.rfind(m["final"], lo, hi)
+    if a != -1 or f != -1:
+        ts = a + len(m["analysis"]) if a != -1 else lo
+        te = end(ts, m["harmony_ends"]) if a != -1 else lo
         if f == -1:
-            return Split(response, ts, n if a != -1 else 0, n, n, False, "harmony")
-        fs = f + len(_HARMONY_FINAL)
-        return Split(response, ts, min(te, f), fs, _end(response, fs, _HARMONY_ENDS), True, "harmony")
-    b = response.find("<|begin_of_thought|>")
-    e = response.find("<|end_of_thought|>")
+            return ts, hi if a != -1 else lo, hi, hi, False, "harmony"
+        fs = f + len(m["final"])
+        return ts, min(te, f), fs, end(fs, m["harmony_ends"]), True, "harmony"
+    b, e = find(m["bot"]), find(m["eot"])
     if b != -1 or e != -1:
-        ts = b + len("<|begin_of_thought|>") if b != -1 else 0
-        e = response.find("<|end_of_thought|>", ts)
+        ts = b + len(m["bot"]) if b != -1 else lo
+        e = find(m["eot"], ts)
         if e == -1:
-            return Split(response, ts, n, n, n, False, "sky")
-        fs = e + len("<|end_of_thought|>")
-        s = response.find("<|begin_of_solution|>", fs)
+            return ts, hi, hi, hi, False, "sky"
+        fs = e + len(m["eot"])
+        s = find(m["bos"], fs)
         if s != -1:
-            fs = s + len("<|begin_of_solution|>")
-        return Split(response, ts, e, fs, _end(response, fs, ("<|end_of_solution|>",)), True, "sky")
-    e = response.find("</think>")
-    b = response.find("<think>")
+            fs = s + len(m["bos"])
+        return ts, e, fs, end(fs, m["eos"]), True, "sky"
+    e, b = find(m["unthink"]), find(m["think"])
     if e != -1:
-        ts = b + len("<think>") if -1 < b < e else 0
-        return Split(response, ts, e, e + len("</think>"), n, True, "think")
+        ts = b + len(m["think"]) if -1 < b < e else lo
+        return ts, e, e + len(m["unthink"]), hi, True, "think"
     if b != -1:
-        return Split(response, b + len("<think>"), n, n, n, False, "think")
+        return b + len(m["think"]), hi, hi, hi, False, "think"
     if expected_markup and expected_markup not in ("plain", "reasoning_content"):
-        return Split(response, 0, n, n, n, False, expected_markup)
-    return Split(response, 0, n, 0, n, True, "plain")
+        return lo, hi, hi, hi, False, expected_markup
+    return lo, hi, lo, hi, True, "plain"
+
+
+def split_reasoning(response: str, expected_markup: str | None = None) -> Split:
+    """Separate the reasoning from the final part. An unfinished reasoning has an empty final part."""
+    return Split(response, *markup_bounds(response, 0, len(response), expected_markup))
 
 
 # --- row adapters -------------------------------------------------------------------------------
@@ -242,7 +253,7 @@ def normalize_row(row: Any, layout: str, default_source: str, shard: str, index:
     rid = row.get("id")
     rid = _text(rid, "id") if rid is not None else stable_hash(source, problem, response)
     consumed |= {"id"} | ({"source"} if sk == "source" else set())
-    meta = {k: v for k, v in row.items() if k not in consumed}
+    meta = {k: v for k, v in row.items() if k not in consumed and v is not None}
     if split is None:  # reasoning given apart from the response (chat `reasoning_content`)
         thinking, final, offsets, complete, markup = reasoning, response, (0, 0, 0, len(response)), True, "reasoning_content"
     else:
@@ -269,14 +280,14 @@ def normalize_row(row: Any, layout: str, default_source: str, shard: str, index:
     }
 
 
-def dominant_markup(records: list[dict]) -> dict[str, str]:
+def dominant_markup(sources: Iterable[str], markups: Iterable[str]) -> dict[str, str]:
     """Per source, the reasoning markup most of its responses use (sources whose responses have none are absent)."""
     from collections import Counter
 
     votes: dict[str, Counter] = {}
-    for r in records:
-        if r["markup"] not in ("plain", "reasoning_content"):
-            votes.setdefault(r["source"], Counter())[r["markup"]] += 1
+    for source, markup in zip(sources, markups):
+        if markup not in ("plain", "reasoning_content"):
+            votes.setdefault(source, Counter())[markup] += 1
     return {s: c.most_common(1)[0][0] for s, c in votes.items()}
 
 

@@ -1,13 +1,21 @@
-"""One input shard to normalised records and rejects (no Ray here: the pipeline runs this inside actors)."""
+"""One input shard to normalised records and rejects (no Ray here: the pipeline runs this inside actors).
+
+The columnar path (raypipe.columnar) handles whole flat-layout files; the row path handles everything else,
+including files with malformed lines, where each bad row becomes a reject with its raw text.
+"""
 from __future__ import annotations
 
 import json
 import posixpath
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from raypipe.io import RawRow, Storage, iter_raw_rows
+from raypipe.columnar import normalize_flat_table, read_jsonl_table
+from raypipe.io import RawRow, Storage, parse_jsonl, read_bytes
 from raypipe.schema import (
     LayoutError,
     RowError,
@@ -19,6 +27,7 @@ from raypipe.schema import (
 )
 
 MAX_RESPONSE_CHARS = 16 << 20
+MIN_RECORD_BYTES = 16  # no record line is shorter; a shorter (blank) line sends the file to the row path
 
 
 def _raw_text(r: RawRow) -> str:
@@ -49,9 +58,65 @@ def file_layout(rows: list[RawRow], uri: str) -> str | None:
     return None
 
 
+def _line_bounds(data: bytes) -> np.ndarray | None:
+    """(start, end) of every line, or None when a blank or very short line would shift row numbers."""
+    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    starts = np.concatenate([[0], nl + 1])
+    ends = np.concatenate([nl, [len(data)]])
+    if ends[-1] == starts[-1]:
+        starts, ends = starts[:-1], ends[:-1]
+    if len(starts) == 0 or (ends - starts).min() < MIN_RECORD_BYTES:
+        return None
+    return np.stack([starts, ends], axis=1)
+
+
+def _columnar(uri: str, storage: Storage, data: bytes | None):
+    """(records, rejects, n_input) through the columnar path, or None."""
+    default_source = posixpath.basename(uri).split(".")[0]
+    if data is None:
+        fs, path = storage.filesystem(uri)
+        table = pq.read_table(path, filesystem=fs)
+        raw = lambda i: json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)  # noqa: E731
+    else:
+        lines = _line_bounds(data)
+        table = read_jsonl_table(data) if lines is not None else None
+        if table is None or table.num_rows != len(lines):
+            return None
+        raw = lambda i: data[lines[i, 0]:lines[i, 1]].decode("utf-8", "replace")  # noqa: E731
+    if table.num_rows == 0:
+        return None
+    got = normalize_flat_table(table, default_source, uri)
+    if got is None:
+        return None
+    records, bad = got
+    for r in bad:
+        r["raw"] = raw(r["row"])
+    return records, bad, table.num_rows, raw
+
+
 def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONSE_CHARS) -> tuple[pa.Table, pa.Table, int]:
     """(records, rejects, input row count) for one input file."""
-    rows = list(iter_raw_rows(uri, storage))
+    data = None if uri.endswith(".parquet") else read_bytes(uri, storage)
+    fast = _columnar(uri, storage, data)
+    if fast is not None:
+        records, bad, n_input, raw = fast
+        lengths = pc.utf8_length(records.column("response"))
+        over = pc.greater(lengths, max_response_chars)
+        if pc.any(over).as_py():
+            for row, n in zip(records.filter(over).column("row").to_pylist(), lengths.filter(over).to_pylist()):
+                bad.append({"shard": uri, "row": row, "raw": raw(row),
+                            "reason": f"invalid record: response of {n} chars is over the limit of {max_response_chars}"})
+            records = records.filter(pc.invert(over))
+        return records, rejects_table(sorted(bad, key=lambda r: r["row"])), n_input
+    return _load_rows(uri, storage, data, max_response_chars)
+
+
+def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_chars: int) -> tuple[pa.Table, pa.Table, int]:
+    if data is None:
+        fs, path = storage.filesystem(uri)
+        rows = [RawRow(i, rec, "") for i, rec in enumerate(pq.read_table(path, filesystem=fs).to_pylist())]
+    else:
+        rows = list(parse_jsonl(data))
     layout = file_layout(rows, uri)
     default_source = posixpath.basename(uri).split(".")[0]
     good, bad = [], []
@@ -69,7 +134,7 @@ def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONS
         except RowError as e:
             bad.append({"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": f"invalid record: {e}"})
     # A response without markup from a source whose other responses use markup never closed its reasoning.
-    markup = dominant_markup(good)
+    markup = dominant_markup([g["source"] for g in good], [g["markup"] for g in good])
     if markup:
         by_index = {r.index: r for r in rows}
         good = [normalize_row(by_index[g["row"]].value, layout, default_source, uri, g["row"], markup)

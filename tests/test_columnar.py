@@ -1,0 +1,66 @@
+"""The columnar fast path gives exactly the row path's records, on real data and on edge cases."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raypipe.io import Storage
+from raypipe.shard import _columnar, _load_rows, load_shard
+from tests.conftest import R1, TRAJECTORIES, need_shared_data
+
+
+def both(path, storage=Storage()):
+    data = None if str(path).endswith(".parquet") else path.read_bytes()
+    fast = _columnar(str(path), storage, data)
+    slow = _load_rows(str(path), storage, data, 16 << 20)
+    return fast, slow
+
+
+def real_files():
+    need_shared_data()
+    return sorted(TRAJECTORIES.glob("*.jsonl")) + [R1 / "deepseek-r1_aime24.jsonl"]
+
+
+def test_columnar_equals_row_path_on_real_data():
+    for path in real_files():
+        fast, slow = both(path)
+        assert fast is not None, path
+        assert fast[0].equals(slow[0]), path
+        assert fast[2] == slow[2]
+
+
+def test_columnar_edge_cases(tmp_path):
+    rows = [
+        {"id": "a1", "problem": "What is 1+1? ünïcode ×", "answer": "2", "response": "<think>Perhaps ×2\n\nok</think> \\boxed{2} é"},
+        {"problem": "no id", "answer": "3", "response": "<|channel|>analysis<|message|>hm<|end|><|channel|>final<|message|>\\boxed{3}"},
+        {"id": "x", "problem": "p", "answer": "4", "response": "plain \\boxed{4}", "extra": {"a": [1, 2]}, "flag": True},
+        {"id": "y", "problem": None, "answer": "4", "response": "missing problem......"},
+        {"id": "z", "problem": "q", "answer": "5", "response": "<|begin_of_thought|>never closed ∞"},
+    ]
+    p = tmp_path / "f.jsonl"
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    fast, slow = both(p)
+    assert fast is not None
+    assert fast[0].equals(slow[0])
+    assert [r["row"] for r in fast[1]] == [3] and "missing field" in fast[1][0]["reason"]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "f.parquet")
+    fast_pq, slow_pq = both(tmp_path / "f.parquet")
+    assert fast_pq is not None and fast_pq[0].drop_columns(["shard"]).equals(slow_pq[0].drop_columns(["shard"]))
+
+
+@pytest.mark.parametrize("content", [
+    '{"problem": "a", "response": "b"}\n\n{"problem": "c", "response": "d"}\n',  # a blank line keeps row numbers
+    '{"problem": "a", "answer": 1.5, "response": "bbbbbbbbbbbb"}\n',  # floats print differently
+    '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+    '{"problem": "a", "response": "b"}\n{"problem": "broken',
+])
+def test_row_path_takes_what_columnar_cannot(tmp_path, content):
+    p = tmp_path / "f.jsonl"
+    p.write_text(content)
+    fast, slow = both(p)
+    assert fast is None
+    records, rejects, n = load_shard(str(p), Storage())
+    assert records.num_rows + rejects.num_rows == n
