@@ -135,6 +135,7 @@ def test_zero2_overfits_and_reports(zero2_run):
     assert s["steps"] == 6 and s["attention"] == "sdpa_block" and s["precision"] == "fp32"
     assert s["data"]["input_rows"] == 8 and s["data"]["truncated"] >= 1
     assert set(s["per_source_loss"]) == {"sky-14b", "sky-27b"}
+    assert {k for h in history for k in h if k.startswith("loss/")} == {"loss/sky-14b", "loss/sky-27b"}
     assert 0 <= s["padding_fraction"] < 1 and s["tokens_per_s"] > 0 and history[-1]["lr"] > 0
     assert json.loads((out / "train_summary.json").read_text())["model_path"] == str(out / "model")
 

@@ -1,4 +1,5 @@
-"""The DeepSpeed configuration: ZeRO stage, precision, optimizer and the warmup-cosine schedule."""
+"""The DeepSpeed configuration: ZeRO stage, precision and optimizer. The warmup-cosine schedule is a torch
+LambdaLR (step.cosine_lambda) handed to deepspeed.initialize, unless a user JSON names its own scheduler."""
 from __future__ import annotations
 
 import json
@@ -10,17 +11,14 @@ def deepspeed_config(cfg, total_steps: int, use_gpu: bool) -> dict:
     if cfg.optimizer == "torch-adamw":
         opt_params["torch_adam"] = True
     optimizer = {"type": "AdamW", "params": opt_params}
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))  # DeepSpeed requires at least one warmup step
-    scheduler = {"type": "WarmupCosineLR", "params": {
-        "total_num_steps": max(total_steps, 1), "warmup_num_steps": warmup, "warmup_min_ratio": 0.0,
-        "cos_min_ratio": cfg.min_lr_ratio, "warmup_type": "linear"}}
+    warmup = int(cfg.warmup_ratio * total_steps)
     zero: dict = {"stage": cfg.zero}
     if cfg.optimizer == "cpu-adam":
         zero["offload_optimizer"] = {"device": "cpu"}
     if cfg.deepspeed_config:
         with open(cfg.deepspeed_config) as f:
             user = json.load(f)
-        base = {"optimizer": optimizer, "scheduler": scheduler, "zero_optimization": zero}
+        base = {"optimizer": optimizer, "zero_optimization": zero}
         for k, v in base.items():
             user.setdefault(k, v)
         user["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
@@ -34,7 +32,6 @@ def deepspeed_config(cfg, total_steps: int, use_gpu: bool) -> dict:
         "zero_optimization": zero,
         "bf16": {"enabled": use_gpu},
         "optimizer": optimizer,
-        "scheduler": scheduler,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

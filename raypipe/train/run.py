@@ -79,7 +79,7 @@ def run_train(cfg) -> dict:
         "first_loss": history[0]["loss"] if history else None,
         "tokens_per_s": _mean([h["tokens_per_s"] for h in timed]), "mfu": _mean([h["mfu"] for h in timed]),
         "padding_fraction": metrics.get("padding_fraction"), "lr": metrics.get("lr"),
-        "per_source_loss": {k[5:]: v for k, v in metrics.items() if k.startswith("loss/")},
+        "per_source_loss": {k[5:]: v for h in history for k, v in h.items() if k.startswith("loss/")},  # latest
         "resumed_from_step": metrics.get("start_step"), "metrics_log": join(cfg.output, "metrics.jsonl"),
         "model_path": join(cfg.output, "model"), "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "attention": path, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",

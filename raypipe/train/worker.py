@@ -104,7 +104,7 @@ def train_worker(config: dict) -> None:
     from raypipe.tiny import load_tokenizer
     from raypipe.train.attention import IMPLEMENTATIONS
     from raypipe.train.config import TrainConfig
-    from raypipe.train.step import CausalLMLoss, DeepSpeedEngine, mfu, model_flops_fn, peak_flops, train_loop
+    from raypipe.train.step import CausalLMLoss, DeepSpeedEngine, cosine_lambda, mfu, model_flops_fn, peak_flops, train_loop
 
     cfg = TrainConfig(**config["train"])
     plan = config["plan"]
@@ -131,8 +131,11 @@ def train_worker(config: dict) -> None:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     module = CausalLMLoss(model, cfg.loss_chunk_tokens)
-    ds_engine, *_ = deepspeed.initialize(model=module, model_parameters=[p for p in module.parameters()
-                                                                          if p.requires_grad], config=ds_cfg)
+    total = plan["total_steps"]
+    schedule = cosine_lambda(total, int(cfg.warmup_ratio * total), cfg.min_lr_ratio)
+    ds_engine, *_ = deepspeed.initialize(
+        model=module, model_parameters=[p for p in module.parameters() if p.requires_grad], config=ds_cfg,
+        lr_scheduler=None if "scheduler" in ds_cfg else (lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule)))
     engine = DeepSpeedEngine(ds_engine)
 
     start = 0
@@ -154,7 +157,7 @@ def train_worker(config: dict) -> None:
 
     flops_fn = model_flops_fn(model.config)
     peak = peak_flops(device)
-    total, spe = plan["total_steps"], plan["steps_per_epoch"]
+    spe = plan["steps_per_epoch"]
     sources = plan["sources"]
     last: dict = {}
 
