@@ -21,6 +21,7 @@ from raypipe.select import Policy
 DEFAULT_SOURCE = "online"
 # Manifest versions that change a decision when they differ from this process's.
 DECISION_VERSIONS = ("lexicon", "lexicon_markers", "verifier", "schema")
+TEXT_FIELDS = ("id", "source", "problem", "reference_answer", "response", "meta")
 
 
 class ManifestError(ValueError):
@@ -150,6 +151,11 @@ class OnlineScorer:
 
     def normalize(self, row: dict, index: int) -> dict:
         rec = normalize_row(row, "flat", self.default_source, "online", index, self.plan.policy.markup_by_source)
+        for field in TEXT_FIELDS:  # JSON may carry lone surrogates ("\\ud800"), which Arrow cannot hold
+            try:
+                rec[field].encode("utf-8")
+            except UnicodeEncodeError:
+                raise RowError(f"field '{field}' is not valid Unicode text (lone surrogate)") from None
         if len(rec["response"]) > self.plan.max_response_chars:
             raise RowError(f"response of {len(rec['response'])} chars is over the run's limit of "
                            f"{self.plan.max_response_chars}")

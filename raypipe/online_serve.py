@@ -14,10 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve import metrics
 
 from raypipe import __version__, io
@@ -49,6 +51,7 @@ class ServeSettings(BaseModel):
     max_ongoing_requests: int = Field(64, gt=0, description="requests in a replica at once")
     max_queued_requests: int = Field(256, description="requests queued per proxy beyond those; then 503 (-1: no limit)")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After on 503")
+    access_log: bool = Field(False, description="Serve's per-request log lines (metrics count requests either way)")
 
 
 api = FastAPI(title="raypipe scorer", version=__version__, description=(
@@ -162,6 +165,15 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
                   fields=[d["field"] for d in details], detail=details)
 
 
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body": not UTF-8, too deep
+        msg = f"body is not readable JSON ({type(exc.__cause__).__name__})"
+        return _error(422, f"invalid request: body: {msg}", fields=["body"],
+                      detail=[{"field": "body", "msg": msg, "type": "json_invalid"}])
+    return await http_exception_handler(request, exc)
+
+
 def _finite(result: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
 
@@ -262,4 +274,5 @@ def build_app(settings: ServeSettings, api_token: str | None = None):
         max_queued_requests=settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
         ray_actor_options=actor_options,
+        logging_config={"enable_access_log": settings.access_log},
     ).bind(json.loads(settings.model_dump_json()))
