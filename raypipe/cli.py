@@ -8,7 +8,7 @@ import sys
 from raypipe import __version__
 
 # Modules under raypipe.commands that define `register(subparsers)`.
-COMMANDS = ["curate", "sample", "loss_probe", "judge", "diagnose", "eval", "serve_model", "serve", "train"]
+COMMANDS = ["curate", "sample", "loss_probe", "judge", "diagnose", "eval", "serve_model", "serve", "train", "experiment"]
 
 
 def build_parser() -> argparse.ArgumentParser:
