@@ -1,0 +1,10 @@
+"""`ray job submit --working-dir . -- python jobs/experiment.py cluster/experiments/paper-gpu.yaml`"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the submitted working dir holds raypipe/
+
+from raypipe.commands.experiment import job_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(job_main())
