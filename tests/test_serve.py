@@ -252,3 +252,46 @@ def test_sixty_seconds_at_100_requests_per_second_has_no_server_error(servers):
     assert result.sent + result.skipped == 6000 and result.sent >= 3000, result.summary()
     assert result.server_errors == 0 and not result.errors, result.summary()
     assert result.answered == result.sent and result.statuses[200] == result.sent, result.summary()
+
+
+def test_raypipe_serve_command_reads_an_s3_manifest_and_stops_on_sigterm(curated_run, s3_bucket, tmp_path):
+    """The CLI end to end, in its own process and its own local Ray: manifest on S3 (moto), token from the env."""
+    import os
+    import signal
+
+    import boto3
+    import httpx
+
+    from conftest import raypipe_cli
+
+    endpoint, bucket = s3_bucket
+    boto3.client("s3", endpoint_url=endpoint).put_object(
+        Bucket=bucket, Key="run/manifest.json", Body=(curated_run / "manifest.json").read_bytes())
+    port = free_port()
+    env = {**os.environ, "RAYPIPE_API_TOKEN": "cli-token"}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([*raypipe_cli(), "serve", "--manifest", f"s3://{bucket}/run/manifest.json",
+                             "--s3-endpoint", endpoint, "--port", str(port), "--num-cpus", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        row = raw_rows()[0]
+        assert httpx.post(base + "/v1/score", json=row).status_code == 401
+        r = httpx.post(base + "/v1/score", json=row, headers={"Authorization": "Bearer cli-token"}, timeout=60)
+        want = batch_decisions(curated_run)[(row["model"], row["id"])]["decision"]
+        assert r.status_code == 200 and r.json()["decision"] == want
+        cfg = httpx.get(base + "/v1/config", headers={"Authorization": "Bearer cli-token"}).json()
+        assert cfg["manifest"] == f"s3://{bucket}/run/manifest.json"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        log.close()
+    assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
