@@ -198,6 +198,7 @@ def test_zero3_with_s3_checkpoints(ray_local, curated, s3_bucket, tmp_path):
         shards = sorted(p.name for p in (Path(d) / state["tag"]).iterdir())
         assert sum("optim_states" in n for n in shards) == 2, shards  # every rank's ZeRO-3 state
     local = tmp_path / "model"
+    local.mkdir()
     pafs.copy_files(f"{bucket}/run/model", str(local), source_filesystem=fs,
                     destination_filesystem=pafs.LocalFileSystem())
     model = AutoModelForCausalLM.from_pretrained(local)
