@@ -14,12 +14,14 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import BENCHMARKS, R1, ROOT, TRAJECTORIES, need_shared_data, raypipe_cli  # noqa: E402
+from conftest import BENCHMARKS, ROOT, TRAJECTORIES, need_shared_data, raypipe_cli  # noqa: E402
 
 from raypipe.experiment import ExperimentConfig, StageMismatch, plan  # noqa: E402
 from raypipe.experiment.runner import STANDARD_ARMS, flags, stage_done  # noqa: E402
 
-SOURCE_A = R1 / "deepseek-r1_aime24.jsonl"
+# One problem set (AIME 2024), two real sources. (The R1 chains in shared/data end inside <think>, so every one is
+# `no_answer` and a drop among verified-correct rows would drop nothing: they make a poor source A here.)
+SOURCE_A = TRAJECTORIES / "skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl"
 SOURCE_B = TRAJECTORIES / "skyt1_math-correct-5K-14B_aime24.jsonl"
 
 
