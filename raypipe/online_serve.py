@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve import metrics
@@ -34,6 +34,8 @@ ROUTES = ("/v1/score", "/v1/score/batch", "/v1/config", "/healthz", "/openapi.js
 
 class ServeSettings(BaseModel):
     """Everything the scoring application is configured with (`raypipe serve` flags, or `args:` in serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a silent default
 
     manifest: str = Field(description="a curation run's manifest.json, or its output folder; local or s3://")
     s3_endpoint: str | None = None

@@ -295,3 +295,21 @@ def test_raypipe_serve_command_reads_an_s3_manifest_and_stops_on_sigterm(curated
         rc = proc.wait(timeout=60)
         log.close()
     assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
+
+
+def test_serve_config_yaml_is_a_valid_deploy_config_for_this_app():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from raypipe.online_serve import DEPLOYMENT_NAME, ServeSettings
+
+    root = Path(__file__).resolve().parents[1]
+    config = ServeDeploySchema.model_validate(yaml.safe_load((root / "serve" / "config.yaml").read_text()))
+    app = config.applications[0]
+    assert app.import_path == "serve.scorer:app"
+    ServeSettings(**app.args)  # every arg is a known setting
+    deployment = app.deployments[0]
+    assert deployment.name == DEPLOYMENT_NAME and deployment.num_replicas >= 1 and deployment.max_ongoing_requests
+    proc = subprocess.run([sys.executable, "-c", "import serve.scorer as s; assert callable(s.app)"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
