@@ -173,12 +173,15 @@ def test_rayservice_serve_config_is_valid_for_ray_serve():
     assert llm.import_path == "ray.serve.llm:build_openai_app"
     (model,) = llm.args["llm_configs"]
     assert model["model_loading_config"]["model_source"].endswith("/model"), "the SFT job's exported model"
-    module = apps["scorer"].import_path.split(":")[0]
+    module, builder = apps["scorer"].import_path.split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
     if not path.exists():
         pytest.skip(f"{path.relative_to(ROOT)} (issue 3) is not on main yet")
-    assert re.search(rf"^{apps['scorer'].import_path.split(':')[1]}\s*=", path.read_text(), re.M) or \
-        re.search(rf"def {apps['scorer'].import_path.split(':')[1]}\b", path.read_text())
+    assert re.search(rf"^def {builder}\(", path.read_text(), re.M), f"{path} defines no {builder}()"
+    from raypipe.online_serve import DEPLOYMENT_NAME, ServeSettings
+
+    ServeSettings(**apps["scorer"].args)  # the app's own settings model: unknown keys are errors
+    assert [d.name for d in apps["scorer"].deployments] == [DEPLOYMENT_NAME]
 
 
 def _aws() -> dict:
