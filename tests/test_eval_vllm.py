@@ -60,9 +60,10 @@ def test_serve_llm_hosting_on_cpu(vllm_env, vllm_model, tmp_path):
     import httpx
 
     port = free_port()
+    # 4 logical CPUs: the engine's placement group takes 2, the OpenAI ingress replica needs 1 more.
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(PY), "-m", "raypipe.cli", "serve-model", "--engine", "vllm", "--cpu", "--model",
-                             vllm_model, "--name", "tiny-vllm", "--port", str(port), "--ray-cpus", "2"],
+                             vllm_model, "--name", "tiny-vllm", "--port", str(port), "--ray-cpus", "4"],
                             stdout=log, stderr=subprocess.STDOUT, env=vllm_env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
