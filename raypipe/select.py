@@ -140,7 +140,9 @@ def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
                 over = primary[i] >= limit
             if over:
                 decisions.append("drop")
-                reasons.append(f"rule:{policy.rule} top {policy.drop_top:.0%} of {'source' if known else 'all sources'}")
+                what = {"top": "highest branch_score", "random": "random pick", "longest": "longest"}[policy.rule]
+                reasons.append(f"rule:{policy.rule} ({what}, top {policy.drop_top:.0%} of "
+                               f"{'its source' if known else 'all sources'})")
                 continue
         decisions.append("keep")
         reasons.append("kept")
