@@ -53,7 +53,7 @@ def test_curation_survives_flaky_s3_and_names_a_dead_object(s3_bucket):
     client = boto3.client("s3", endpoint_url=endpoint)  # set-up and checks go straight to the server
     expected = upload_shards(client, bucket)
 
-    with FaultProxy(endpoint, fail_rate=0.2, seed=7) as proxy:
+    with FaultProxy(endpoint, fail_rate=0.1, seed=7) as proxy:
         run = curate(proxy.endpoint, bucket, "out", max_attempts=10)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # Faults of both kinds really happened, on a real share of the traffic.
