@@ -103,6 +103,14 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     used, _ = job_nodes(cluster, "ScoreShards")
     assert len(nodes) == 2 and used == nodes, f"scoring actors ran on {used}, cluster nodes {nodes}"
 
+    # The experiment runner's job entry point works from the uploaded working dir (plan only: --dry-run).
+    exp = subprocess.run([RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--", "python",
+                          "jobs/experiment.py", "cluster/experiments/paper-cpu.yaml", "--output",
+                          str(tmp_path / "exp"), "--dry-run"], cwd=ROOT, env=cluster_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    assert exp.stdout.count(" to run ") == 15 and "raypipe train" in exp.stdout
+
     # A failing job: the exit status says so, and the reason is in the streamed log.
     bad = submit(cluster, ["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out2")],
                  f"curate-bad-{uuid.uuid4().hex[:8]}")
