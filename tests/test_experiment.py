@@ -144,3 +144,20 @@ def test_experiment_end_to_end_interrupted_after_sft_then_resumed(tmp_path, tiny
     third = subprocess.run([*raypipe_cli(), "experiment", str(path), "--dry-run"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and third.stdout.count(" done ") == 4, third.stdout
+
+
+@pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml"])
+def test_shipped_experiment_configs_load_and_plan(name):
+    from raypipe.cli import build_parser
+    from raypipe.experiment import load_experiment
+
+    cfg = load_experiment(str(ROOT / "cluster" / "experiments" / name))
+    assert set(STANDARD_ARMS) <= set(cfg.arms)
+    parser = build_parser()
+    for stage in plan(cfg):
+        parser.parse_args(stage.argv)
+    if name == "paper-cpu.yaml":
+        need_shared_data()
+        assert cfg.model == "tiny"
+        for src in (cfg.source_a, cfg.source_b):  # relative to the repository root, where it is run from
+            assert (ROOT / src).is_file(), src
