@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,3 +145,4 @@ class LocalCluster:
                     os.killpg(node.proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
