@@ -98,12 +98,14 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
     out = {}
     fig, axes = plt.subplots(len(sources), 1, figsize=(7, 2.2 * len(sources)), squeeze=False)
     for ax, s in zip(axes[:, 0], sources):
-        vals = [r for src, r, v in zip(d["source"], d["branch_ratio"], d["verdict"]) if src == s and r is not None]
-        ax.hist(vals, bins=40, color="#4477aa")
+        rows = [(r, v) for src, r, v in zip(d["source"], d["branch_ratio"], d["verdict"]) if src == s and r is not None]
+        bins = np.linspace(0, max([r for r, _ in rows] + [1e-9]), 41)
+        ax.hist([r for r, _ in rows], bins=bins, color="#bbccee", label="all rows")
+        ax.hist([r for r, v in rows if v == "correct"], bins=bins, color="#4477aa", label="verified correct")
         th = policy.thresholds.get(s)
         if th is not None and policy.rule == "top" and policy.proxy == "keyword-share":
             ax.axvline(th.score, color="#cc3311", linestyle="--", label=f"drop >= {th.score:.3f}")
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
         ax.set_title(s, fontsize=9)
         ax.set_xlabel("branch_ratio")
     fig.tight_layout()
