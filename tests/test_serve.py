@@ -221,6 +221,11 @@ def test_config_reports_the_manifest_thresholds_and_versions(servers):
     assert cfg["default_threshold"] == policy["default_threshold"]
     assert cfg["manifest_versions"] == manifest["versions"] and cfg["versions"]["verifier"]
     assert cfg["auth"] is True
+    unknown = {"source": "never-seen", "problem": "1+1?", "reference_answer": "2",
+               "response": "<think>\nPerhaps 2.\n\nOr 2.\n</think>\n\\boxed{2}"}
+    r = httpx.post(servers["main"] + "/v1/score", json=unknown, headers=AUTH).json()
+    assert r["known_source"] is False and r["threshold"] == policy["default_threshold"]
+    assert r["branch_score"] == 0.5 and r["decision"] == "drop" and "all sources" in r["reason"]
     paths = httpx.get(servers["main"] + "/openapi.json").json()["paths"]
     assert {"/v1/score", "/v1/score/batch", "/v1/config", "/healthz"} <= set(paths)
 
