@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, Field, model_validator
 
 from raypipe.scoring import ScoringConfig, config_hash
 from raypipe.select import Policy
+from raypipe.settings import load_settings
 
 
 class CurateConfig(BaseModel):
@@ -56,10 +56,4 @@ class CurateConfig(BaseModel):
 
 
 def load_config(path: str | None, overrides: dict) -> CurateConfig:
-    data: dict = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return CurateConfig(**data)
+    return load_settings(CurateConfig, path, overrides)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe import __version__, io
+from raypipe import io
 from raypipe.ablate import delete_steps_table
 from raypipe.config import CurateConfig
 from raypipe.schema import LayoutError, dominant_markup

@@ -78,10 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 def job_main(argv: list[str] | None = None) -> int:
     """Entry point of jobs/curate.py: same flags; joins the cluster it was submitted to."""
-    import os
+    from raypipe.commands import submitted_job
 
-    parser = argparse.ArgumentParser(prog="jobs/curate.py", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_ADDRESS", "auto")
-    return run(args)
+    return submitted_job("jobs/curate.py", __doc__, add_arguments, run, argv)

@@ -119,11 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
 def job_main(argv: list[str] | None = None) -> int:
     """Entry point of jobs/evaluate.py: same flags; joins the cluster it was submitted to."""
-    import os
+    from raypipe.commands import submitted_job
 
-    parser = argparse.ArgumentParser(prog="jobs/evaluate.py", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.compare, args.metric = [], "avg@n"
-    os.environ.setdefault("RAY_ADDRESS", "auto")
-    return run(args)
+    return submitted_job("jobs/evaluate.py", __doc__, add_arguments, run, argv, compare=[], metric="avg@n")

@@ -50,10 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
 def job_main(argv: list[str] | None = None) -> int:
     """Entry point of jobs/experiment.py: its stages join the cluster the job was submitted to."""
-    import os
+    from raypipe.commands import submitted_job
 
-    parser = argparse.ArgumentParser(prog="jobs/experiment.py", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_ADDRESS", "auto")
-    return run(args)
+    return submitted_job("jobs/experiment.py", __doc__, add_arguments, run, argv)

@@ -51,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
 
 def job_main(argv: list[str] | None = None) -> int:
     """Entry point of jobs/loss_probe.py: same flags; joins the cluster it was submitted to."""
-    import os
+    from raypipe.commands import submitted_job
 
-    parser = argparse.ArgumentParser(prog="jobs/loss_probe.py", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_ADDRESS", "auto")
-    return run(args)
+    return submitted_job("jobs/loss_probe.py", __doc__, add_arguments, run, argv)

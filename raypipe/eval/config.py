@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from raypipe import io as rio
 from raypipe.eval import benchmarks, prompting
 from raypipe.eval.sampling import Sampling
 from raypipe.scoring import ScoringConfig, config_hash
+from raypipe.settings import load_settings
 
 
 class EvalConfig(BaseModel):
@@ -88,10 +88,4 @@ class EvalConfig(BaseModel):
 
 
 def load_config(path: str | None, overrides: dict) -> EvalConfig:
-    data: dict = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return EvalConfig(**data)
+    return load_settings(EvalConfig, path, overrides)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, model_validator
+from raypipe.settings import load_settings
 
 
 class TrainConfig(BaseModel):
@@ -56,10 +56,4 @@ class TrainConfig(BaseModel):
 
 
 def load_train_config(path: str | None, overrides: dict) -> TrainConfig:
-    data: dict = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**data)
+    return load_settings(TrainConfig, path, overrides)

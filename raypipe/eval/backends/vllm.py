@@ -5,7 +5,6 @@ Tensor parallelism and the number of engine replicas are configurable. vLLM is a
 """
 from __future__ import annotations
 
-import os
 
 from raypipe.eval.sampling import GenRequest, GenResult, Sampling
 
