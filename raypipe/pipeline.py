@@ -149,8 +149,9 @@ def run_curate(config: CurateConfig) -> dict:
         _say(f"phase 1/3 score: {size} actors x {per_actor:g} CPU")
         results = ray.data.from_items(pending).map_batches(
             ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
+            # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
+            # (a capped budget is spent before the node is declared dead); a rescored shard rewrites the same files.
             compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
-            ray_remote_args_fn=lambda: {"max_restarts": 3, "max_task_retries": 3},
         ).take_all()
         errors = [r["error"] for r in results if r["error"]]
         if errors:

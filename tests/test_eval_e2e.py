@@ -94,10 +94,11 @@ def served_tiny(ray_local, tiny_model_path):
 
     from raypipe.eval import hosting
 
+    serve.shutdown()
     url = hosting.start(hosting.cpu_app(tiny_model_path, name="tiny"), name="eval-test-models",
                         port=free_port(), route_prefix="/eval-models")
     yield url
-    serve.delete("eval-test-models")
+    serve.shutdown()  # Serve keeps its first HTTP options: the next module starts it afresh with its own
 
 
 def test_openai_against_serve_cpu_deployment_resumes(served_tiny, hf_run, shared_data, tmp_path):

@@ -59,6 +59,7 @@ def servers(ray_local, curated_run, tmp_path_factory):
     strict_manifest.write_text(json.dumps(manifest))
 
     port = free_port()
+    serve.shutdown()  # a Serve left by another module would keep its own HTTP port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(ServeSettings(manifest=str(curated_run)), api_token=TOKEN), name="main", route_prefix="/")
     serve.run(build_app(ServeSettings(manifest=str(strict_manifest), **STRICT), api_token=""), name="strict",
