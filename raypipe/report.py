@@ -78,7 +78,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], ranks: pa.Table
     }
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -109,7 +109,7 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
         ax.set_title(s, fontsize=9)
         ax.set_xlabel("branch_ratio")
     fig.tight_layout()
-    out["branch_ratio histogram per source, with the drop threshold"] = _png(fig)
+    out["branch_ratio histogram per source, with the drop threshold"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(sources) + 1.5))
     left = np.zeros(len(sources))
@@ -120,7 +120,7 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
             left += counts
     ax.legend(fontsize=8)
     ax.set_xlabel("rows")
-    out["verdicts per source"] = _png(fig)
+    out["verdicts per source"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for s in sources:
@@ -131,11 +131,11 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
     ax.set_ylabel("steps")
     ax.set_xscale("symlog")
     ax.legend(fontsize=7)
-    out["steps against length"] = _png(fig)
+    out["steps against length"] = png_base64(fig)
     return out
 
 
-def _table(rows: list[list], head: list[str]) -> str:
+def html_table(rows: list[list], head: list[str]) -> str:
     h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head)
     b = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{b}</table>"
@@ -159,7 +159,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em}}.warn{{background:#fee;padding:.
 ({'balanced' if manifest['balanced'] else 'NOT BALANCED'}). Rule <b>{manifest['policy']['rule']}</b>,
 proxy <b>{manifest['policy']['proxy']}</b>, drop {manifest['policy']['drop_top']:.0%} per source;
 {html.escape(manifest['rounding'])}.</p>
-{_table(per_source, ['source', 'rows', 'kept', 'dropped', 'correct', 'threshold', 'median branch_ratio'])}
+{html_table(per_source, ['source', 'rows', 'kept', 'dropped', 'correct', 'threshold', 'median branch_ratio'])}
 {imgs}
 <h2>Config</h2><pre>{html.escape(json.dumps(manifest['config'], indent=1))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(manifest['versions'], indent=1))}</pre>

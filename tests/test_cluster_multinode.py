@@ -119,13 +119,6 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     assert "input not found" in text and "failed" in text
 
 
-PIPELINE_RETRY_CAP = "max_task_retries\": 3" in (ROOT / "raypipe" / "pipeline.py").read_text()
-
-
-@pytest.mark.xfail(PIPELINE_RETRY_CAP, strict=False, reason=(
-    "raypipe/pipeline.py caps the scoring actors at max_restarts=3 / max_task_retries=3: the retries are spent "
-    "against the dead node in the seconds before the GCS declares it dead, and the job fails with "
-    "ActorUnavailableError. With Ray Data's defaults (-1 / -1) this test passes."))
 def test_worker_node_killed_mid_job_still_finishes_balanced(cluster, tmp_path):
     n_shards = 8
     n_rows = write_shards(tmp_path / "in", n_shards=n_shards, rows_per_shard=12, offset=100)

@@ -67,8 +67,9 @@ def test_curation_survives_flaky_s3_and_names_a_dead_object(s3_bucket):
     dead = f"/{bucket}/raw/shard2.jsonl"
     with FaultProxy(endpoint, permanent=lambda m, p: m == "GET" and p.split("?")[0] == dead) as proxy:
         run = curate(proxy.endpoint, bucket, "out-dead", max_attempts=3)
-    assert run.returncode != 0
+    assert run.returncode == 1
     err = run.stdout + run.stderr
-    assert f"s3://{bucket}/raw/shard2.jsonl" in err, err[-3000:]
+    summary = [line for line in run.stderr.splitlines() if line.startswith("raypipe curate: the job failed:")]
+    assert summary and f"s3://{bucket}/raw/shard2.jsonl" in summary[-1], err[-3000:]
     assert sum(proxy.permanent_hits.values()) >= 3, "the SDK retried the failing object before giving up"
     assert not client.list_objects_v2(Bucket=bucket, Prefix="out-dead/manifest.json").get("Contents")

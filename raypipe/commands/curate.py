@@ -73,7 +73,23 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigMismatch, LayoutError, FileNotFoundError, ValueError) as e:
         print(f"raypipe curate: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a task that failed for good (e.g. an object S3 never served): its root cause, plainly
+        print(f"raypipe curate: the job failed: {root_cause(e)}", file=sys.stderr)
+        return 1
     return 0 if manifest["balanced"] else 1
+
+
+def root_cause(e: BaseException) -> str:
+    """The innermost exception under Ray's wrappers, on one line."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "cause", None) or e.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        e = inner
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def job_main(argv: list[str] | None = None) -> int:

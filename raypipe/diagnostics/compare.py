@@ -7,7 +7,7 @@ import json
 
 from raypipe import io
 from raypipe.diagnostics.report import fmt, page
-from raypipe.report import _table
+from raypipe.report import html_table
 
 # (metric label, summary kind, key, paper R1, paper gpt-oss, expected sign of A - B, as a percentage)
 METRICS = [
@@ -53,7 +53,7 @@ def compare_html(a: str, b: str, rows: list[dict], loss_uris: list[str], judge_u
         "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in
                          (r["metric"], fmt(r["a"], r["pct"]), fmt(r["b"], r["pct"]), r["paper_r1"], r["paper_gpt_oss"]))
         + f"<td>{mark[r['same']]}</td></tr>" for r in rows)
-    table = _table([], head).replace("</table>", body_rows + "</table>")
+    table = html_table([], head).replace("</table>", body_rows + "</table>")
     n_same = sum(r["same"] is True for r in rows)
     n_tested = sum(r["same"] is not None for r in rows)
     srcs = [["loss probe", ", ".join(loss_uris) or "-"], ["step judge", ", ".join(judge_uris) or "-"]]
@@ -61,7 +61,7 @@ def compare_html(a: str, b: str, rows: list[dict], loss_uris: list[str], judge_u
         f"<p>A should play the divergent source (the paper's DeepSeek-R1), B the convergent one (gpt-oss-120b). "
         f"<b>{n_same} of {n_tested}</b> comparable figures point the same way as in the paper. The paper's numbers "
         "come from its own models and data; compare directions, not magnitudes (a different scoring model shifts "
-        "every loss).</p>" + table + _table(srcs, ["summary", "from"])))
+        "every loss).</p>" + table + html_table(srcs, ["summary", "from"])))
 
 
 def write_compare(a: str, b: str, loss_uris: list[str], judge_uris: list[str], output: str,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from raypipe import io
-from raypipe.report import _png, _table
+from raypipe.report import png_base64, html_table
 
 STYLE = ("<style>body{font-family:sans-serif;max-width:64em;margin:2em auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:.2em .6em}.ok{color:#137333}.no{color:#b3261e}</style>")
@@ -58,7 +58,7 @@ def loss_plots(summary: dict) -> dict[str, str]:
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("token loss (nats, log scale; the first bin holds 0 to 1e-5)")
     fig.tight_layout()
-    out["token-loss histogram per source"] = _png(fig)
+    out["token-loss histogram per source"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for s in sources:
@@ -69,7 +69,7 @@ def loss_plots(summary: dict) -> dict[str, str]:
     ax.set_xlabel("token loss (nats)")
     ax.set_ylabel("CDF")
     ax.legend(fontsize=7)
-    out["token-loss CDF per source"] = _png(fig)
+    out["token-loss CDF per source"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for s in sources:
@@ -78,7 +78,7 @@ def loss_plots(summary: dict) -> dict[str, str]:
     ax.set_xlabel("position decile in the response")
     ax.set_ylabel("mean token loss")
     ax.legend(fontsize=7)
-    out["loss by position decile"] = _png(fig)
+    out["loss by position decile"] = png_base64(fig)
     return out
 
 
@@ -94,7 +94,7 @@ def loss_html(summary: dict) -> str:
     errors = {s: v["errors"] for s, v in summary["sources"].items() if v["errors"]}
     body = (f"<p>Model <b>{html.escape(cfg['model'])}</b>, window {cfg['window']} tokens, routine threshold "
             f"{cfg['routine_threshold']} nats, lexicon <b>{html.escape(cfg['lexicon'])}</b>; {summary['rows']} "
-            f"trajectories in {summary['seconds']} s.</p>{_table(rows, head)}<ul>{defs}</ul>"
+            f"trajectories in {summary['seconds']} s.</p>{html_table(rows, head)}<ul>{defs}</ul>"
             + (f"<h2>Errors</h2><pre>{html.escape(json.dumps(errors, indent=1))}</pre>" if errors else "")
             + _images(loss_plots(summary))
             + f"<h2>Config</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>")
@@ -127,7 +127,7 @@ def judge_plots(summary: dict) -> dict[str, str]:
         ax.set_xlabel("next step")
     axes[0, 0].set_ylabel("step")
     fig.tight_layout()
-    out["transition matrix P(next label | label) per source"] = _png(fig)
+    out["transition matrix P(next label | label) per source"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(sources) + 1.5))
     left = np.zeros(len(sources))
@@ -137,7 +137,7 @@ def judge_plots(summary: dict) -> dict[str, str]:
         left += vals
     ax.set_xlabel("share of labelled steps")
     ax.legend(fontsize=8, ncol=4)
-    out["label shares per source"] = _png(fig)
+    out["label shares per source"] = png_base64(fig)
     return out
 
 
@@ -156,7 +156,7 @@ def judge_html(summary: dict) -> str:
             + (f", prompt {html.escape(summary['prompt_version'])}" if summary.get("prompt_version") else "")
             + f"; {summary['rows']} trajectories in {summary['seconds']} s. Shares are over labelled steps; "
             "transitions count consecutive labelled steps within a trajectory.</p>"
-            + _table(rows, head) + _images(judge_plots(summary))
+            + html_table(rows, head) + _images(judge_plots(summary))
             + f"<h2>Config</h2><pre>{html.escape(json.dumps(summary['config'], indent=1))}</pre>")
     return page("raypipe step judge", body)
 

@@ -8,7 +8,7 @@ from raypipe import io as rio
 from raypipe.eval import metrics as mx
 from raypipe.eval.benchmarks import REGISTRY
 from raypipe.eval.stamp import build_stamp
-from raypipe.report import _png, _table
+from raypipe.report import png_base64, html_table
 
 
 def write_results(config, loaded: dict, per: dict, samples: list[dict], info: dict, scorer_versions: dict,
@@ -51,7 +51,7 @@ def plots(results: dict) -> dict[str, str]:
     ax.plot(names, [100 * per[n]["maj@n"] for n in names], "o", color="#cc3311", label="maj@n")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
-    out["accuracy per benchmark"] = _png(fig)
+    out["accuracy per benchmark"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3))
     for n in names:
@@ -61,7 +61,7 @@ def plots(results: dict) -> dict[str, str]:
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")
     ax.legend(fontsize=7)
-    out["pass@k"] = _png(fig)
+    out["pass@k"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3))
     for n in names:
@@ -70,7 +70,7 @@ def plots(results: dict) -> dict[str, str]:
             ax.hist(vals, bins=30, alpha=0.5, label=n)
     ax.set_xlabel("branch_ratio of the model's outputs")
     ax.legend(fontsize=7)
-    out["branch_ratio of the outputs"] = _png(fig)
+    out["branch_ratio of the outputs"] = png_base64(fig)
     return out
 
 
@@ -100,7 +100,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em}}</style></head><body>
 <p>Model <b>{html.escape(str((st.get('model') or {}).get('path')))}</b>, engine
 {html.escape(str(st['engine'].get('engine')))} {html.escape(str(st['engine'].get('version', '')))};
 accuracies in %.</p>
-{_table(rows, head)}
+{html_table(rows, head)}
 {imgs}
 <h2>Stamp</h2><pre>{html.escape(json.dumps(st, indent=1))}</pre>
 <h2>Run</h2><pre>{html.escape(json.dumps(results.get('run', {}), indent=1))}</pre>
