@@ -40,7 +40,7 @@ def segment_pattern(segmenter: str) -> str:
 
 def split_steps(text: str, segmenter: str = "blank") -> list[str]:
     """The steps of one reasoning text (plain Python; the Arrow path below gives the same steps)."""
-    return [s for s in re.split(segment_pattern(segmenter), text, flags=re.ASCII) if re.search(r"\S", s, re.ASCII)]
+    return [s for s in re.split(segment_pattern(segmenter), text, flags=re.ASCII) if s and not s.isspace()]
 
 
 def estimate_tokens(texts: pa.Array) -> np.ndarray:
@@ -59,11 +59,12 @@ def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter:
     steps = pc.split_pattern_regex(thinking, segment_pattern(segmenter))
     flat = pc.list_flatten(steps)
     parents = pc.list_parent_indices(steps).to_numpy()
-    nonempty = pc.match_substring_regex(flat, r"\S")
-    branchy = pc.and_(nonempty, pc.match_substring_regex(flat, lexicon.pattern()))
+    nonempty = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.utf8_is_space(flat)))
+    # Markers are counted per step (a marker never spans a blank line), so one pass gives both counts.
+    per_step = pc.count_substring_regex(flat, lexicon.pattern()).to_numpy(zero_copy_only=False)
     n_steps = _per_row(nonempty.to_numpy(zero_copy_only=False).astype(np.int64), parents, n)
-    n_branch = _per_row(branchy.to_numpy(zero_copy_only=False).astype(np.int64), parents, n)
-    n_markers = pc.count_substring_regex(thinking, lexicon.pattern()).to_numpy(zero_copy_only=False)
+    n_branch = _per_row((per_step > 0).astype(np.int64), parents, n)
+    n_markers = _per_row(per_step.astype(np.int64), parents, n)
     think_tokens = estimate_tokens(thinking)
     resp_tokens = estimate_tokens(pc.fill_null(response, ""))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -95,7 +96,7 @@ def measure_python(text: str, lexicon: Lexicon, segmenter: str = "blank") -> dic
     pat = re.compile(lexicon.pattern(), re.ASCII)
     branch = sum(1 for s in steps if pat.search(s))
     tokens = -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
-    markers = len(pat.findall(text))
+    markers = sum(len(pat.findall(s)) for s in steps)
     return {
         "n_steps": len(steps),
         "n_branch_steps": branch,
