@@ -80,16 +80,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def root_cause(e: BaseException) -> str:
-    """The innermost exception under Ray's wrappers, on one line."""
-    seen = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        inner = getattr(e, "cause", None) or e.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        e = inner
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
+    """The last non-Ray exception in the chain (Ray carries remote ones as traceback text), on one line."""
+    import re
+
+    texts, seen, x = [], set(), e
+    while isinstance(x, BaseException) and id(x) not in seen:
+        seen.add(id(x))
+        texts.append(str(x))
+        x = getattr(x, "cause", None) or x.__cause__
+    line = re.compile(r"^([\w.]*(?:Error|Exception)): (.+)$")
+    found = [m.groups() for t in texts for ln in t.splitlines() if (m := line.match(ln.strip()))
+             and not m.group(1).startswith("ray.")]
+    if found:
+        return f"{found[-1][0].rsplit('.', 1)[-1]}: {found[-1][1]}"
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0] if first else ''}"
 
 
 def job_main(argv: list[str] | None = None) -> int:
