@@ -32,8 +32,10 @@ class CurateConfig(BaseModel):
     num_cpus: int | None = None
     actors: int | None = None
     batch_rows: int = Field(512, gt=0)
+    verify_workers: int = Field(1, ge=1, description="math-verify worker processes per scoring actor")
 
-    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows")
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows",
+                                                 "verify_workers")
 
     @model_validator(mode="after")
     def _check(self) -> "CurateConfig":
@@ -48,7 +50,8 @@ class CurateConfig(BaseModel):
         return config_hash(self.result_fields())
 
     def scoring(self) -> ScoringConfig:
-        return ScoringConfig(lexicon=self.lexicon, segmenter=self.segmenter, verify_timeout_s=self.verify_timeout_s)
+        return ScoringConfig(lexicon=self.lexicon, segmenter=self.segmenter, verify_timeout_s=self.verify_timeout_s,
+                             verify_workers=self.verify_workers)
 
     def policy(self) -> Policy:
         return Policy(rule=self.rule, drop_top=self.drop_top, proxy=self.proxy, seed=self.seed,

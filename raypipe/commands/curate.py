@@ -23,6 +23,7 @@ HELP = {
     "overwrite": "replace an earlier run in --output made with a different config",
     "num_cpus": "CPUs for a local Ray (ignored when joining a cluster)",
     "actors": "scoring actors (default: one per CPU, at most one per shard)",
+    "verify_workers": "math-verify worker processes per scoring actor (default 1)",
     "synthetic": "label the report: the input is a generated sample",
 }
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", default=None, help=HELP["overwrite"])
     p.add_argument("--num-cpus", type=int, help=HELP["num_cpus"])
     p.add_argument("--actors", type=int, help=HELP["actors"])
+    p.add_argument("--verify-workers", type=int, help=HELP["verify_workers"])
     p.add_argument("--synthetic", action="store_true", default=None, help=HELP["synthetic"])
 
 
