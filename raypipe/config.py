@@ -34,8 +34,8 @@ class CurateConfig(BaseModel):
     batch_rows: int = Field(512, gt=0)
     verify_workers: int = Field(1, ge=1, description="math-verify worker processes per scoring actor")
 
-    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows",
-                                                 "verify_workers")
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers")
 
     @model_validator(mode="after")
     def _check(self) -> "CurateConfig":
