@@ -172,7 +172,6 @@ def run_curate(config: CurateConfig) -> dict:
     policy_json = policy.model_dump_json()
     per_shard = ray.data.from_items([{"key": s["key"]} for s in shards]).map_batches(
         _write_batch, fn_kwargs={"config": config.model_dump(), "policy": policy_json}, batch_size=1, num_cpus=0.5,
-        max_retries=3,
     ).take_all()
     decisions: Counter = Counter()
     for row in per_shard:
