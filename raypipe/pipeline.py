@@ -10,7 +10,6 @@ Then manifest.json and report.html.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter, defaultdict
 
@@ -25,8 +24,6 @@ from raypipe.schema import LayoutError, dominant_markup
 from raypipe.scoring import Scorer
 from raypipe.select import Policy, compute_thresholds
 from raypipe.shard import load_shard
-
-log = logging.getLogger("raypipe.curate")
 
 IN_MEMORY_ONLY = ["thinking", "final"]  # outputs keep the offsets instead of copies of the text
 RANK_COLUMNS = ["source", "id", "problem_id", "verdict", "branch_ratio", "n_steps", "n_tokens", "n_chars",
@@ -67,7 +64,8 @@ def score_shard(uri: str, key: str, config: CurateConfig, storage: io.Storage, s
     parts = [scorer.score(records.slice(i, config.batch_rows)) for i in range(0, records.num_rows, config.batch_rows)]
     scored = pa.concat_tables(parts) if parts else scorer.score(records)
     out = config.output
-    io.write_parquet(scored, io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
+    scored_uri = io.join(out, "_work", "scored", f"part-{key}.parquet")
+    io.write_parquet(scored.drop_columns(IN_MEMORY_ONLY), scored_uri, storage)
     if rejects.num_rows:
         rejects = rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, type=pa.string()))
         io.write_parquet(rejects, io.join(out, "rejects", f"part-{key}.parquet"), storage)
@@ -82,7 +80,7 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     """Phase 3 for one shard: the decision for every row, then curated/ and dropped/."""
     out = config.output
     scored = io.read_parquet(io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
-    decided = Scorer(config.scoring()).decide(scored, policy).drop_columns(IN_MEMORY_ONLY)
+    decided = Scorer(config.scoring()).decide(scored, policy)
     kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
     dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
     if config.delete_steps > 0 and kept.num_rows:

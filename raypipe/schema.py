@@ -291,10 +291,6 @@ def dominant_markup(sources: Iterable[str], markups: Iterable[str]) -> dict[str,
     return {s: c.most_common(1)[0][0] for s, c in votes.items()}
 
 
-def empty_records() -> pa.Table:
-    return RECORD_SCHEMA.empty_table()
-
-
 def records_table(rows: list[dict]) -> pa.Table:
     """Column by column: several times faster than from_pylist on long strings."""
     return pa.Table.from_arrays([pa.array([r[f.name] for r in rows], type=f.type) for f in RECORD_SCHEMA],

@@ -280,10 +280,6 @@ class Verifier:
                 del busy[slot]
 
 
-def default_workers() -> int:
-    return max(1, min(2, (os.cpu_count() or 1) // 2))
-
-
 if __name__ == "__main__":  # the worker subprocess: python -m raypipe.verify READ_FD WRITE_FD MEMORY_LIMIT
     _worker_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
                  int(sys.argv[3]))
