@@ -152,10 +152,12 @@ class OnlineScorer:
     def normalize(self, row: dict, index: int) -> dict:
         rec = normalize_row(row, "flat", self.default_source, "online", index, self.plan.policy.markup_by_source)
         for field in TEXT_FIELDS:  # JSON may carry lone surrogates ("\\ud800"), which Arrow cannot hold
-            try:
-                rec[field].encode("utf-8")
-            except UnicodeEncodeError:
-                raise RowError(f"field '{field}' is not valid Unicode text (lone surrogate)") from None
+            text = rec[field]
+            if not text.isascii():  # O(1) for ASCII text: CPython records it
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise RowError(f"field '{field}' is not valid Unicode text (lone surrogate)") from None
         if len(rec["response"]) > self.plan.max_response_chars:
             raise RowError(f"response of {len(rec['response'])} chars is over the run's limit of "
                            f"{self.plan.max_response_chars}")
@@ -180,7 +182,3 @@ class OnlineScorer:
                 out["known_source"] = out["source"] in known
                 results[i] = out
         return results  # type: ignore[return-value]
-
-
-def as_rows(items: list[Trajectory]) -> list[dict]:
-    return [t.model_dump(exclude_none=True) for t in items]

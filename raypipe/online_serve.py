@@ -1,8 +1,10 @@
 """The online scorer as a Ray Serve application: FastAPI routes around raypipe.online.OnlineScorer.
 
 Concurrent single requests are gathered by `@serve.batch` and scored together; scoring (and the verifier's
-bounded worker processes) runs on one executor thread per replica, never on the event loop. Auth (401) and
-body limits (413) are checked before a body is parsed; overload is Serve's backpressure (503 + Retry-After).
+bounded worker processes) runs on `scoring_threads` executor threads per replica, never on the event loop.
+Auth (401), body limits (413) and admission (503 + Retry-After once a replica holds its limit of requests) are
+checked before a body is parsed, so each is cheap and counted. Bodies are read with orjson and results written
+without a pydantic round trip; the request and response models stay in the OpenAPI schema.
 """
 
 import asyncio
@@ -10,26 +12,34 @@ import hmac
 import json
 import math
 import os
+import queue
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.json_schema import models_json_schema
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve import metrics
 
 from raypipe import __version__, io
-from raypipe.online import OnlineScorer, ScoreResult, Trajectory, as_rows, load_plan
+from raypipe.online import OnlineScorer, ScoreResult, Trajectory, load_plan
 from raypipe.report import versions as current_versions
 
 TOKEN_ENV = "RAYPIPE_API_TOKEN"
 APP_NAME = "raypipe-scorer"
 DEPLOYMENT_NAME = "scorer"
 ROUTES = ("/v1/score", "/v1/score/batch", "/v1/config", "/healthz", "/openapi.json", "/docs")
+SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
+REJECTED = (401, 413, 422, 503)
+OTHER_SOURCE = "other"
+BACKSTOP = 16
+QUEUE_DEPTH_PERIOD_S = 1.0  # the decisions metric's source label for sources the manifest does not name
 
 
 class ServeSettings(BaseModel):
@@ -47,11 +57,14 @@ class ServeSettings(BaseModel):
     max_batch_bytes: int = Field(64 << 20, gt=0, description="body limit of /v1/score/batch")
     batch_size: int = Field(32, gt=0, description="@serve.batch: most single requests scored together")
     batch_wait_s: float = Field(0.002, ge=0, description="@serve.batch: how long a batch waits to fill")
-    verify_workers: int = Field(1, ge=1, description="verifier worker processes per replica")
+    verify_workers: int = Field(1, ge=1, description="verifier worker processes per scoring thread")
+    scoring_threads: int = Field(2, ge=1, description="threads that score at once in a replica, each with its own "
+                                 "Scorer: Arrow's kernels release the GIL, so large batches overlap on two cores")
     replicas: int = Field(1, ge=1)
-    replica_cpus: float = Field(0.5, gt=0)
-    max_ongoing_requests: int = Field(64, gt=0, description="requests in a replica at once")
-    max_queued_requests: int = Field(256, description="requests queued per proxy beyond those; then 503 (-1: no limit)")
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica (its verifier workers run inside)")
+    max_ongoing_requests: int = Field(64, gt=0, description="scoring requests a replica holds at once")
+    max_queued_requests: int = Field(256, ge=-1, description="requests a replica queues beyond those; then 503 "
+                                     "with Retry-After (-1: no limit)")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After on 503")
     access_log: bool = Field(False, description="Serve's per-request log lines (metrics count requests either way)")
 
@@ -106,16 +119,21 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
+        admitted = False
         try:
             response = self.check_auth(rt, route, scope)
+            if response is None and route in SCORING_ROUTES:
+                response = rt.admit()
+                admitted = response is None
             if response is None:
                 response, receive = await self.check_size(rt, route, scope, receive)
             if response is not None:
                 return await response(scope, receive, send_status)
             return await self.app(scope, receive, send_status)
         finally:
-            rt.requests.inc(tags={"route": route, "status": str(status[0])})
-            rt.latency.observe(1000.0 * (time.perf_counter() - t0), tags={"route": route})
+            if admitted:
+                rt.release()
+            rt.count(route, status[0], time.perf_counter() - t0)
 
     @staticmethod
     def check_auth(rt, route: str, scope: dict) -> JSONResponse | None:
@@ -167,13 +185,49 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
                   fields=[d["field"] for d in details], detail=details)
 
 
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body": not UTF-8, too deep
-        msg = f"body is not readable JSON ({type(exc.__cause__).__name__})"
-        return _error(422, f"invalid request: body: {msg}", fields=["body"],
-                      detail=[{"field": "body", "msg": msg, "type": "json_invalid"}])
-    return await http_exception_handler(request, exc)
+def _read_json(body: bytes):
+    """orjson first; the standard library for what orjson refuses but JSON allows (a lone surrogate escape, which
+    the scorer then rejects per item); a 422 naming the body for anything else (not UTF-8, nested too deep)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                           "msg": f"body is not readable JSON: {fast_error}"}]) from None
+
+
+def _validated(adapter: TypeAdapter, data):
+    """The parsed body itself, once it fits the request model: the scorer reads the rows as the batch job does."""
+    try:
+        adapter.validate_python(data)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
+                                      for err in e.errors(include_url=False, include_input=False)]) from None
+    return data
+
+
+_TRAJECTORY, _BATCH = TypeAdapter(Trajectory), TypeAdapter(BatchRequest)
+
+
+def _body(model: type[BaseModel]) -> dict:
+    """OpenAPI of a body the route reads itself (see _read_json), so that schema-driven clients still see it."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _openapi() -> dict:
+    if api.openapi_schema is None:
+        schema = FastAPI.openapi(api)
+        _, defs = models_json_schema([(Trajectory, "validation"), (BatchRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 
 def _finite(result: dict) -> dict:
@@ -185,16 +239,63 @@ class Runtime:
 
     current: "Runtime | None" = None
 
-    def __init__(self, settings: ServeSettings, token: str | None):
+    def __init__(self, settings: ServeSettings, token: str | None, sources: set[str]):
         self.settings = settings
         self.token = token or None
+        self.sources = sources
+        queued = settings.max_queued_requests
+        self.limit = None if queued < 0 else settings.max_ongoing_requests + queued
+        self.retry_after = str(max(0, math.ceil(settings.retry_after_s)))
+        self.in_flight = 0
         self.requests = metrics.Counter("raypipe_score_requests", "HTTP requests by route and status",
+                                        tag_keys=("route", "status"))
+        self.rejected = metrics.Counter("raypipe_score_rejected_requests",
+                                        "requests refused (401 auth, 413 too large, 422 invalid, 503 overloaded)",
                                         tag_keys=("route", "status"))
         self.latency = metrics.Histogram("raypipe_score_latency_ms", "request latency in the replica (ms)",
                                          boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 30000],
                                          tag_keys=("route",))
-        self.decisions = metrics.Counter("raypipe_score_decisions", "scored rows by decision and verdict",
-                                         tag_keys=("decision", "verdict", "known_source"))
+        self.queue_depth = metrics.Gauge("raypipe_score_queue_depth",
+                                         "scoring requests admitted by the replica and not yet answered")
+        self.decisions = metrics.Counter("raypipe_score_decisions",
+                                         "scored rows by decision, verdict and source (the manifest's, else 'other')",
+                                         tag_keys=("decision", "verdict", "source", "known_source"))
+        # Ray exports a gauge only while it is refreshed: sampled every second, off the request path.
+        threading.Thread(target=self._sample_queue_depth, name="queue-depth", daemon=True).start()
+
+    def _sample_queue_depth(self) -> None:
+        while True:
+            self.queue_depth.set(self.in_flight)
+            time.sleep(QUEUE_DEPTH_PERIOD_S)
+
+    def admit(self) -> JSONResponse | None:
+        """None when the request is admitted (release() it when done), else the 503 that turns it away."""
+        if self.limit is not None and self.in_flight >= self.limit:
+            return _error(503, f"overloaded: {self.in_flight} requests in this replica; retry after "
+                          f"{self.retry_after} s", {"Retry-After": self.retry_after})
+        self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        tags = {"route": route, "status": str(status)}
+        self.requests.inc(tags=tags)
+        if status in REJECTED:
+            self.rejected.inc(tags=tags)
+        self.latency.observe(1000.0 * seconds, tags={"route": route})
+
+    def count_decisions(self, results: list[dict]) -> None:
+        counts = Counter((r["decision"], str(r.get("verdict")), r.get("source"), str(r.get("known_source")))
+                         for r in results)
+        for (decision, verdict, source, known), n in counts.items():
+            self.decisions.inc(n, tags={"decision": decision, "verdict": verdict, "known_source": known,
+                                        "source": source if source in self.sources else OTHER_SOURCE})
+
+
+def _json(content, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
@@ -205,47 +306,56 @@ class ScorerService:
         s = self.settings
         self.plan = load_plan(s.manifest, io.Storage(s.s3_endpoint, s.s3_region), s.verify_workers,
                               s.allow_version_mismatch)
-        self.scorer = OnlineScorer(self.plan, s.default_source).setup()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
-        self.runtime = Runtime(s, os.environ.get(TOKEN_ENV))
+        self.scorers: queue.SimpleQueue[OnlineScorer] = queue.SimpleQueue()  # an OnlineScorer serves one thread
+        for _ in range(s.scoring_threads):
+            self.scorers.put(OnlineScorer(self.plan, s.default_source).setup())
+        self.pool = ThreadPoolExecutor(max_workers=s.scoring_threads, thread_name_prefix="scorer")
+        self.runtime = Runtime(s, os.environ.get(TOKEN_ENV), set(self.plan.policy.thresholds))
         Runtime.current = self.runtime
         self._score_batched.set_max_batch_size(s.batch_size)
         self._score_batched.set_batch_wait_timeout_s(s.batch_wait_s)
 
     def __del__(self):
         self.pool.shutdown(wait=False)
-        self.scorer.close()
+        while not self.scorers.empty():
+            self.scorers.get().close()
+
+    def _score_rows(self, rows: list[dict]) -> list[dict]:
+        scorer = self.scorers.get()
+        try:
+            return scorer.score_rows(rows)
+        finally:
+            self.scorers.put(scorer)
 
     async def _score(self, rows: list[dict]) -> list[dict]:
-        results = await asyncio.get_running_loop().run_in_executor(self.pool, self.scorer.score_rows, rows)
-        for r in results:
-            self.runtime.decisions.inc(tags={"decision": r["decision"], "verdict": str(r.get("verdict")),
-                                             "known_source": str(r.get("known_source"))})
+        results = await asyncio.get_running_loop().run_in_executor(self.pool, self._score_rows, rows)
+        self.runtime.count_decisions(results)
         return [_finite(r) for r in results]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _score_batched(self, rows: list[dict]) -> list[dict]:
         return await self._score(rows)
 
-    @api.post("/v1/score", response_model=ScoreResult, responses=ERRORS)
-    async def score(self, item: Trajectory):
+    @api.post("/v1/score", response_model=ScoreResult, responses=ERRORS, openapi_extra=_body(Trajectory))
+    async def score(self, request: Request):
         """Score one trajectory: verdict, structure metrics, branch_score, the source's threshold, the decision."""
-        result = await self._score_batched(as_rows([item])[0])
+        result = await self._score_batched(_validated(_TRAJECTORY, _read_json(await request.body())))
         if result["decision"] == "reject":
             return _error(422, result["reason"], fields=["body"], detail=[{"field": "body", "msg": result["error"]}])
-        return result
+        return _json(result)
 
-    @api.post("/v1/score/batch", response_model=BatchResponse, responses=ERRORS)
-    async def score_batch(self, batch: BatchRequest):
+    @api.post("/v1/score/batch", response_model=BatchResponse, responses=ERRORS, openapi_extra=_body(BatchRequest))
+    async def score_batch(self, request: Request):
         """Score up to max_batch_items trajectories in one call; a bad item is a per-item 'reject', not an error."""
-        n, limit = len(batch.items), self.settings.max_batch_items
+        items = _validated(_BATCH, _read_json(await request.body()))["items"]
+        n, limit = len(items), self.settings.max_batch_items
         if n > limit:
             raise HTTPException(413, f"batch of {n} items is over the limit of {limit}")
-        results = await self._score(as_rows(batch.items)) if n else []
+        results = await self._score(items) if n else []
         counts: dict[str, int] = {}
         for r in results:
             counts[r["decision"]] = counts.get(r["decision"], 0) + 1
-        return {"results": results, "counts": counts}
+        return _json({"results": results, "counts": counts})
 
     @api.get("/v1/config")
     async def config(self) -> dict:
@@ -270,10 +380,13 @@ def build_app(settings: ServeSettings, api_token: str | None = None):
     actor_options: dict = {"num_cpus": settings.replica_cpus}
     if token:
         actor_options["runtime_env"] = {"env_vars": {TOKEN_ENV: token}}
+    # The replica admits requests itself (Runtime.admit: counted, 503 + Retry-After); Serve's own limits sit above
+    # it as a backstop, so a request Serve turns away never goes uncounted.
+    admitted = settings.max_ongoing_requests + max(0, settings.max_queued_requests)
     return ScorerService.options(
         num_replicas=settings.replicas,
-        max_ongoing_requests=settings.max_ongoing_requests,
-        max_queued_requests=settings.max_queued_requests,
+        max_ongoing_requests=admitted + BACKSTOP,
+        max_queued_requests=-1 if settings.max_queued_requests < 0 else BACKSTOP,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
         ray_actor_options=actor_options,
         logging_config={"enable_access_log": settings.access_log},

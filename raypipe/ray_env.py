@@ -8,7 +8,8 @@ def in_cluster_job() -> bool:
     return bool(os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_SUBMISSION_ID"))
 
 
-def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 1024) -> None:
+def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 1024,
+               metrics_export_port: int | None = None) -> None:
     """Connect to the cluster named by `address` / RAY_ADDRESS, else start a local Ray sized for this machine."""
     import ray
 
@@ -19,5 +20,6 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     if address or os.environ.get("RAY_JOB_SUBMISSION_ID"):
         ray.init(address=address or "auto", log_to_driver=True)
         return
+    extra = {"_metrics_export_port": metrics_export_port} if metrics_export_port else {}
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_mb << 20,
-             include_dashboard=False, log_to_driver=True)
+             include_dashboard=False, log_to_driver=True, **extra)

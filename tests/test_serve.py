@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import R1, TRAJECTORIES, free_port, need_shared_data
+from conftest import R1, TRAJECTORIES, free_port, need_shared_data, raypipe_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -18,7 +19,7 @@ TOKEN = "test-token-3f9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HOSTILE = r"9^{9^{9^{9^{9^{9}}}}}"  # sympy would evaluate this tower for ever: only the wall-clock bound ends it
 STRICT = dict(max_item_bytes=64 << 10, max_batch_items=4, max_batch_bytes=256 << 10, max_ongoing_requests=1,
-              max_queued_requests=1, batch_size=1, retry_after_s=2, replica_cpus=0.25)
+              max_queued_requests=1, batch_size=1, retry_after=2, replica_cpus=0.25)
 
 
 def input_files() -> list[Path]:
@@ -46,27 +47,76 @@ def curated_run(ray_local, tmp_path_factory) -> Path:
     return root / "run"
 
 
-@pytest.fixture(scope="module")
-def servers(ray_local, curated_run, tmp_path_factory):
-    """Two applications on one Serve proxy: `main` (bearer token) and `strict` (tight limits, 1 s verify bound)."""
-    from ray import serve
+class ServeProcess:
+    """`raypipe serve` in its own process and its own local Ray: the command's real default configuration."""
 
-    from raypipe.online_serve import ServeSettings, build_app
+    def __init__(self, name: str, args: list[str], log: Path, env: dict):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.log = log.open("w")
+        self.proc = subprocess.Popen([*raypipe_cli(), "serve", "--port", str(self.port), *args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.name = name
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        import httpx
+
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            assert self.proc.poll() is None, f"{self.name}: " + self.log_path.read_text()[-3000:]
+            try:
+                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} not ready: " + self.log_path.read_text()[-3000:])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=90)
+        finally:
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def servers(curated_run, s3_server, tmp_path_factory):
+    """Two `raypipe serve` processes with default settings but for what each test needs: `main` reads its manifest
+    from S3 (moto), takes its bearer token from the environment and exports metrics; `strict` has tight limits
+    and a 1 s verify bound."""
+    import os
+
+    import boto3
 
     manifest = json.loads((curated_run / "manifest.json").read_text())
     manifest["config"]["verify_timeout_s"] = 1.0
-    strict_manifest = tmp_path_factory.mktemp("strict") / "manifest.json"
-    strict_manifest.write_text(json.dumps(manifest))
-
-    port = free_port()
-    serve.shutdown()  # a Serve left by another module would keep its own HTTP port
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(ServeSettings(manifest=str(curated_run)), api_token=TOKEN), name="main", route_prefix="/")
-    serve.run(build_app(ServeSettings(manifest=str(strict_manifest), **STRICT), api_token=""), name="strict",
-              route_prefix="/strict")
-    base = f"http://127.0.0.1:{port}"
-    yield {"main": base, "strict": base + "/strict", "run": curated_run}
-    serve.shutdown()  # the next module may start Serve with other HTTP options
+    root = tmp_path_factory.mktemp("servers")
+    (root / "strict.json").write_text(json.dumps(manifest))
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="serve-manifests")
+    boto3.client("s3", endpoint_url=s3_server).put_object(
+        Bucket="serve-manifests", Key="run/manifest.json", Body=(curated_run / "manifest.json").read_bytes())
+    metrics_port, strict_metrics_port = free_port(), free_port()
+    env = {**os.environ, "RAY_metrics_report_interval_ms": "1000"}
+    main = ServeProcess("main", ["--manifest", "s3://serve-manifests/run/manifest.json", "--s3-endpoint", s3_server,
+                                 "--metrics-export-port", str(metrics_port), "--num-cpus", "2"],
+                        root / "main.log", {**env, "RAYPIPE_API_TOKEN": TOKEN})
+    strict = ServeProcess("strict", ["--manifest", str(root / "strict.json"), "--num-cpus", "1",
+                                     "--metrics-export-port", str(strict_metrics_port),
+                                     *(f"--{k.replace('_', '-')}={v}" for k, v in STRICT.items())],
+                          root / "strict.log", {k: v for k, v in env.items() if k != "RAYPIPE_API_TOKEN"})
+    try:
+        main.wait_ready()
+        strict.wait_ready()
+        yield {"main": main.base, "strict": strict.base, "run": curated_run, "main_process": main,
+               "manifest_uri": "s3://serve-manifests/run/manifest.json", "metrics": f"http://127.0.0.1:{metrics_port}",
+               "strict_metrics": f"http://127.0.0.1:{strict_metrics_port}",
+               "logs": root}
+    finally:
+        main.stop()
+        strict.stop()
 
 
 def batch_decisions(run: Path) -> dict:
@@ -215,7 +265,7 @@ def test_config_reports_the_manifest_thresholds_and_versions(servers):
     cfg = httpx.get(servers["main"] + "/v1/config", headers=AUTH).json()
     manifest = json.loads((servers["run"] / "manifest.json").read_text())
     policy = manifest["policy"]
-    assert cfg["manifest"] == str(servers["run"] / "manifest.json")
+    assert cfg["manifest"] == servers["manifest_uri"]
     assert cfg["config_hash"] == manifest["config_hash"]
     assert cfg["lexicon"] == manifest["config"]["lexicon"] and cfg["proxy"] == policy["proxy"]
     assert cfg["thresholds"] == {s: (t["score"] if t else None) for s, t in policy["thresholds"].items()}
@@ -245,62 +295,31 @@ def test_schemathesis_finds_no_server_error(servers):
 
 
 @pytest.mark.slow
-def test_sixty_seconds_at_100_requests_per_second_has_no_server_error(servers):
-    """A bounded open loop: 6000 POSTs of real 20-80 KB trajectories at 100/s, then it stops by itself."""
-    from raypipe.loadgen import fixed_rate
+def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
+    """Measure what the server sustains (a short closed loop), then a bounded open loop at half that rate, with real
+    20-80 KB trajectories, through raypipe.client with retries off. The rate comes from this machine, now."""
+    from raypipe.loadgen import closed_loop, fixed_rate
 
     bodies = [json.dumps(r).encode() for r in raw_rows() if 20_000 <= len(json.dumps(r).encode()) <= 80_000]
     assert len(bodies) >= 10
-    result = fixed_rate(servers["main"] + "/v1/score", bodies, rate=100, seconds=60, headers=AUTH, timeout_s=30)
+    url = servers["main"] + "/v1/score"
+    warm = closed_loop(url, bodies, 300, clients=4, token=TOKEN, max_requests=len(bodies))  # each body once
+    assert warm.statuses[200] == len(bodies), warm.summary()
+    probe = closed_loop(url, bodies, 5, clients=4, token=TOKEN)
+    capacity, seconds = probe.rate, 30
+    rate = capacity / 2
+    print(f"capacity {capacity:.1f} req/s (closed loop, 4 clients, 5 s); open loop at {rate:.1f} req/s for {seconds} s")
+    assert probe.server_errors == 0 and not probe.errors, probe.summary()
+    assert capacity >= 10, f"the server sustains only {capacity:.1f} req/s of real trajectories: {probe.summary()}"
+
+    result = fixed_rate(url, bodies, rate=rate, seconds=seconds, token=TOKEN, timeout_s=30)
     print("load:", result.summary())
-    # Every scheduled request is accounted for: sent and answered, or skipped by the client's in-flight bound
-    # (that happens only when the shared machine falls far behind; the summary printed above says how often).
-    assert result.sent + result.skipped == 6000 and result.sent >= 3000, result.summary()
-    assert result.server_errors == 0 and not result.errors, result.summary()
-    assert result.answered == result.sent and result.statuses[200] == result.sent, result.summary()
-
-
-def test_raypipe_serve_command_reads_an_s3_manifest_and_stops_on_sigterm(curated_run, s3_bucket, tmp_path):
-    """The CLI end to end, in its own process and its own local Ray: manifest on S3 (moto), token from the env."""
-    import os
-    import signal
-
-    import boto3
-    import httpx
-
-    from conftest import raypipe_cli
-
-    endpoint, bucket = s3_bucket
-    boto3.client("s3", endpoint_url=endpoint).put_object(
-        Bucket=bucket, Key="run/manifest.json", Body=(curated_run / "manifest.json").read_bytes())
-    port = free_port()
-    env = {**os.environ, "RAYPIPE_API_TOKEN": "cli-token"}
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([*raypipe_cli(), "serve", "--manifest", f"s3://{bucket}/run/manifest.json",
-                             "--s3-endpoint", endpoint, "--port", str(port), "--num-cpus", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        base, deadline = f"http://127.0.0.1:{port}", time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        row = raw_rows()[0]
-        assert httpx.post(base + "/v1/score", json=row).status_code == 401
-        r = httpx.post(base + "/v1/score", json=row, headers={"Authorization": "Bearer cli-token"}, timeout=60)
-        want = batch_decisions(curated_run)[(row["model"], row["id"])]["decision"]
-        assert r.status_code == 200 and r.json()["decision"] == want
-        cfg = httpx.get(base + "/v1/config", headers={"Authorization": "Bearer cli-token"}).json()
-        assert cfg["manifest"] == f"s3://{bucket}/run/manifest.json"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=60)
-        log.close()
-    assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    # Every scheduled request is accounted for, sent and answered: nothing skipped, lost or failed in transport.
+    assert result.sent + result.skipped == int(rate * seconds) and result.skipped == 0, result.summary()
+    assert not result.errors and result.answered == result.sent, result.summary()
+    # The only server error allowed is the overload answer, 503 with Retry-After (counted in the summary).
+    assert set(result.statuses) <= {200, 503} and result.retry_after_missing == 0, result.summary()
+    assert result.statuses[200] >= 0.99 * result.sent, result.summary()
 
 
 def test_serve_config_yaml_is_a_valid_deploy_config_for_this_app():
@@ -319,3 +338,112 @@ def test_serve_config_yaml_is_a_valid_deploy_config_for_this_app():
     proc = subprocess.run([sys.executable, "-c", "import serve.scorer as s; assert callable(s.app)"], cwd=root,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def scrape(url: str) -> list[tuple[str, dict, float]]:
+    """(sample name, labels, value) of every raypipe sample at a Ray metrics export endpoint."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return [(x.name, x.labels, x.value) for family in text_string_to_metric_families(text)
+            for x in family.samples if x.name.startswith("ray_raypipe_")]
+
+
+def total(samples, name: str, **labels) -> float:
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
+
+
+def wait_for_counts(url: str, want: dict, before: list, timeout_s: float = 60) -> list:
+    """Poll the export until every (name, labels) count has grown by what was sent; return the last scrape."""
+    deadline = time.time() + timeout_s
+    while True:
+        now = scrape(url)
+        grown = {key: total(now, key[0], **dict(key[1])) - total(before, key[0], **dict(key[1])) for key in want}
+        if all(grown[k] >= n for k, n in want.items()) or time.time() > deadline:
+            assert grown == want, grown  # exactly what was sent: nothing missed, nothing counted twice
+            return now
+        time.sleep(1)
+
+
+def test_metrics_export_counts_requests_rejections_and_decisions_by_bounded_source(servers):
+    """After a few requests the Prometheus export of Ray (polled, with a time limit) holds exactly their counts."""
+    import httpx
+
+    known = sorted(json.loads((servers["run"] / "manifest.json").read_text())["policy"]["thresholds"])[0]
+    row = {"problem": "1+1?", "response": "<think>\nPerhaps 2.\n</think>\n\\boxed{2}", "reference_answer": "2"}
+    before = scrape(servers["metrics"])
+    for i in range(3):
+        assert httpx.post(servers["main"] + "/v1/score", json={**row, "source": known, "id": f"m{i}"},
+                          headers=AUTH).status_code == 200
+    assert httpx.post(servers["main"] + "/v1/score", json={**row, "source": "user-chosen-label-x"},
+                      headers=AUTH).status_code == 200
+    assert httpx.post(servers["main"] + "/v1/score", json={"response": "x"}, headers=AUTH).status_code == 422
+    assert httpx.post(servers["main"] + "/v1/score", json=row).status_code == 401
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+    after = wait_for_counts(servers["metrics"], {
+        key("ray_raypipe_score_requests_total", route="/v1/score", status="200"): 4,
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="422"): 1,
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="401"): 1,
+        key("ray_raypipe_score_decisions_total", source=known): 3,
+        key("ray_raypipe_score_decisions_total", source="other"): 1,
+    }, before)
+    sources = {lab.get("source") for n, lab, _ in after if n == "ray_raypipe_score_decisions_total"}
+    assert "user-chosen-label-x" not in sources and sources <= {*json.loads(
+        (servers["run"] / "manifest.json").read_text())["policy"]["thresholds"], "other"}
+    assert any(n == "ray_raypipe_score_queue_depth" for n, _, _ in after)
+
+    # Overload and body limits on the strict server: the export counts the 503s and 413s its clients saw.
+    before = scrape(servers["strict_metrics"])
+    hostile = {"problem": "p", "reference_answer": "7",
+               "response": f"<think>\nhmm\n</think>\nThe answer is $\\boxed{{{HOSTILE}}}$."}
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda i: httpx.post(servers["strict"] + "/v1/score", json={**hostile, "id": f"o{i}"},
+                                                   timeout=60).status_code, range(6)))
+    too_big = httpx.post(servers["strict"] + "/v1/score", json={**row, "response": "y" * (70 << 10)})
+    assert too_big.status_code == 413 and codes.count(503) >= 1, codes
+    wait_for_counts(servers["strict_metrics"], {
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="503"): codes.count(503),
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="413"): 1,
+    }, before)
+
+
+def test_grafana_dashboard_reads_only_metrics_the_server_exports(servers):
+    import re
+
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "serve" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(ray_raypipe_[a-z_]+)", e)}
+    exported = {n for n, _, _ in scrape(servers["metrics"])}
+    assert used and used <= exported, used - exported
+    assert {"ray_raypipe_score_queue_depth", "ray_raypipe_score_rejected_requests_total",
+            "ray_raypipe_score_decisions_total"} <= used
+
+
+def test_readme_jsonl_example_filters_a_stream_through_the_client(servers, tmp_path, monkeypatch):
+    """The README's `raypipe.client` example, run as written against the server (only its URL changed)."""
+    import asyncio
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"(async def filter_jsonl.*?)\n\n", readme, re.S).group(1)
+    code = code.replace("http://127.0.0.1:8000", servers["main"])
+    rows = raw_rows()[:40] + [{"problem": "p"}]  # the last one is a 422 reject: skipped, never fatal
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("RAYPIPE_API_TOKEN", TOKEN)
+    namespace: dict = {}
+    exec("import json\nfrom raypipe.client import AsyncScoringClient\n" + code, namespace)
+    asyncio.run(namespace["filter_jsonl"](str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")))
+    kept = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    batch = batch_decisions(servers["run"])
+    want = [r for r in rows[:40] if batch[(r.get("source") or r.get("model"), r["id"])]["decision"] == "keep"]
+    assert kept == want and 0 < len(kept) < 40
+
+
+def test_sigterm_stops_the_server_cleanly(servers):
+    """Last in the module: the main server (manifest on S3, token from the environment) exits 0 on SIGTERM."""
+    import httpx
+
+    assert httpx.get(servers["main"] + "/healthz").status_code == 200
+    rc = servers["main_process"].stop()
+    assert rc == 0, (servers["logs"] / "main.log").read_text()[-3000:]
