@@ -25,6 +25,7 @@ VERIFIER_VERSION = "raypipe-verify-1/math-verify-latex"
 
 MAX_ANSWER_CHARS = 2000
 MAX_BRACE_DEPTH = 100
+CPU_GRACE_S = 5  # CPU seconds past the bound after which an orphaned worker is ended by the kernel (RLIMIT_CPU)
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FALLBACKS = [
@@ -113,7 +114,18 @@ def grade_in_process(answer: str, reference: str) -> str:
     return WRONG
 
 
-def _worker_main(recv_conn, send_conn, memory_limit: int) -> None:
+def _bound_cpu(timeout_s: float) -> None:
+    """The kernel ends a comparison that runs past its bound even if nobody is left to kill this worker (its actor
+    or replica died): big-integer arithmetic holds the GIL, so no thread of ours could. The parent normally kills
+    it at the wall-clock bound, long before: CPU time never runs ahead of wall time."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    limit = int(usage.ru_utime + usage.ru_stime + timeout_s) + CPU_GRACE_S
+    resource.setrlimit(resource.RLIMIT_CPU, (limit, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+
+
+def _worker_main(recv_conn, send_conn, memory_limit: int, timeout_s: float) -> None:
     try:
         import resource
 
@@ -134,6 +146,7 @@ def _worker_main(recv_conn, send_conn, memory_limit: int) -> None:
         if task is None:
             return
         key, answer, reference = task
+        _bound_cpu(timeout_s)
         try:
             verdict, detail = grade_in_process(answer, reference), ""
         except RecursionError:
@@ -148,11 +161,12 @@ def _worker_main(recv_conn, send_conn, memory_limit: int) -> None:
 class _Worker:
     """A verifier subprocess (a fresh interpreter, not a fork: it is safe inside threaded Ray workers)."""
 
-    def __init__(self, memory_limit: int):
+    def __init__(self, memory_limit: int, timeout_s: float):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raypipe.verify", str(to_child_r), str(from_child_w), str(memory_limit)],
+            [sys.executable, "-m", "raypipe.verify", str(to_child_r), str(from_child_w), str(memory_limit),
+             str(timeout_s)],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, close_fds=True,
         )
         os.close(to_child_r)
@@ -192,7 +206,7 @@ class Verifier:
 
     def setup(self) -> "Verifier":
         if not self._workers:
-            self._workers = [_Worker(self.memory_limit) for _ in range(self.n_workers)]
+            self._workers = [_Worker(self.memory_limit, self.timeout_s) for _ in range(self.n_workers)]
         return self
 
     def close(self) -> None:
@@ -276,10 +290,10 @@ class Verifier:
                 else:
                     continue
                 w.kill()
-                self._workers[slot] = _Worker(self.memory_limit)
+                self._workers[slot] = _Worker(self.memory_limit, self.timeout_s)
                 del busy[slot]
 
 
-if __name__ == "__main__":  # the worker subprocess: python -m raypipe.verify READ_FD WRITE_FD MEMORY_LIMIT
+if __name__ == "__main__":  # the worker subprocess: python -m raypipe.verify READ_FD WRITE_FD MEMORY_LIMIT TIMEOUT_S
     _worker_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
-                 int(sys.argv[3]))
+                 int(sys.argv[3]), float(sys.argv[4]))

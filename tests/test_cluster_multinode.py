@@ -119,12 +119,24 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     assert "input not found" in text and "failed" in text
 
 
+def add_slow_rows(folder: Path) -> int:
+    """One row per shard whose answer only the verifier's wall-clock bound ends: every shard takes at least that
+    bound, so a node killed after the first shard finished surely stops an actor in the middle of one."""
+    shards = sorted(folder.glob("*.jsonl"))
+    for i, f in enumerate(shards):
+        row = {"id": f"slow-{i}", "problem": "slow", "reference_answer": "7", "model": "slow",
+               "response": f"<think>\nhmm\n</think>\nThe answer is $\\boxed{{9^{{9^{{9^{{9^{{9^{{9}}}}}}}}}}+{i}}}$."}
+        f.write_text(json.dumps(row) + "\n" + f.read_text())
+    return len(shards)
+
+
 def test_worker_node_killed_mid_job_still_finishes_balanced(cluster, tmp_path):
     n_shards = 8
     n_rows = write_shards(tmp_path / "in", n_shards=n_shards, rows_per_shard=12, offset=100)
+    n_rows += add_slow_rows(tmp_path / "in")
     out = tmp_path / "out"
     sid = f"curate-kill-{uuid.uuid4().hex[:8]}"
-    proc = submit(cluster, ["--input", str(tmp_path / "in"), "--output", str(out)], sid)
+    proc = submit(cluster, ["--input", str(tmp_path / "in"), "--output", str(out), "--verify-timeout", "3"], sid)
     victim = next(n for n in cluster.nodes if n.name.startswith("worker") and n.alive())
     done = out / "_work" / "done"
     deadline = time.time() + 400

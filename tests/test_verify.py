@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from raypipe.verify import Verifier, extract_answer
+from raypipe.verify import CPU_GRACE_S, Verifier, extract_answer
 from tests.conftest import TRAJECTORIES, need_shared_data
 
 
@@ -125,3 +125,31 @@ def test_agreement_with_reference_harness(verifier, tmp_path):
     assert 100 <= truncated_credited <= 140, truncated_credited  # the harness credits ~120 cut-off outputs
     assert agree / with_final >= 0.97
     assert not [d for d in disagreements if d["category"] == "uncategorised"], disagreements
+
+
+def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison():
+    """A killed actor or replica must not leave a worker computing a hostile expression for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom raypipe.verify import Verifier\nv = Verifier(timeout_s=2).setup()\n"
+              "print(v._workers[0].proc.pid, flush=True)\nv.grade_many([('9^{9^{9^{9^{9^{9}}}}}', '7')])\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(1.0)  # the comparison is under way
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.time() + 2 + CPU_GRACE_S + 20  # the bound, the grace, and a slow or busy machine
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{worker}/stat") as f:
+            if f.read().split()[2] == "Z":  # exited, waiting to be reaped by init
+                return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the verifier worker outlived its parent")
