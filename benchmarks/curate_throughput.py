@@ -76,10 +76,11 @@ def kernels(files: list[Path], out: Path) -> tuple[int, int, float]:
     """raypipe's own code, one process, no Ray: read, normalise, verify, measure, decide, write."""
     import pyarrow.compute as pc
 
-    from raypipe.io import Storage, write_parquet
-    from raypipe.scoring import Scorer, ScoringConfig
-    from raypipe.select import Policy, compute_thresholds
-    from raypipe.shard import load_shard
+    from raypipe.core.io import Storage, write_parquet
+    from raypipe.core.scoring import Scorer, ScoringConfig
+    from raypipe.core.policy import Policy
+    from raypipe.curate.select import compute_thresholds
+    from raypipe.curate.shard import load_shard
 
     storage = Storage()
     scorer = Scorer(ScoringConfig()).setup()
@@ -106,8 +107,8 @@ def kernels(files: list[Path], out: Path) -> tuple[int, int, float]:
 
 
 def full_job(corpus: Path, out: Path, cpus: int) -> tuple[int, int, float]:
-    from raypipe.config import CurateConfig
-    from raypipe.pipeline import run_curate
+    from raypipe.curate.config import CurateConfig
+    from raypipe.curate.job import run_curate
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ Measures (1) the in-process OnlineScorer (the batch job's Scorer) one row at a t
 each variant, a `raypipe serve` process started with the variant's flags (the first variant, `default`, has none:
 the command's defaults): (2) its capacity (a closed loop of 4 clients), (3) p50/p99 latency at 50 and 100
 requests/s (open loop), (4) the batch route's throughput (default variant only). Requests go through
-raypipe.client with retries off. Prints one table, the ratios and the targets (p99 <= 25 ms at 100 req/s with no
+raypipe.online.client with retries off. Prints one table, the ratios and the targets (p99 <= 25 ms at 100 req/s with no
 error and nothing skipped, for the defaults; batch route >= 80 % of in-process throughput).
 Without --manifest it first curates ../shared/data/trajectories into a temporary folder.
 """
@@ -43,7 +43,7 @@ DESCRIBE = {
 
 def fifty_kb_rows(n: int) -> list[dict]:
     """Real rows cut to about 50 KB at a paragraph boundary of the reasoning; the final part is kept whole."""
-    from raypipe.schema import split_reasoning
+    from raypipe.core.schema import split_reasoning
 
     files = sorted((SHARED / "trajectories").glob("*.jsonl")) + sorted((SHARED / "r1").glob("*.jsonl"))
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
@@ -62,9 +62,9 @@ def fifty_kb_rows(n: int) -> list[dict]:
 
 
 def in_process(manifest: str, rows: list[dict], seconds: float) -> dict:
-    from raypipe.online import OnlineScorer, load_plan
+    from raypipe.online.scorer import OnlineScorer, load_run
 
-    scorer = OnlineScorer(load_plan(manifest)).setup()
+    scorer = OnlineScorer(load_run(manifest)).setup()
     try:
         scorer.score_rows(rows)  # warm: verifier workers started, answers cached as in a long-running replica
         lat, t0 = [], time.perf_counter()
@@ -88,8 +88,8 @@ def in_process(manifest: str, rows: list[dict], seconds: float) -> dict:
 def batch_route(base: str, rows: list[dict], seconds: float, clients: int, size: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
-    from raypipe.client import ScoringClient
-    from raypipe.loadgen import NO_RETRIES
+    from raypipe.online.client import ScoringClient
+    from raypipe.online.loadgen import NO_RETRIES
 
     batches = [rows[i:i + size] for i in range(0, len(rows) - size + 1, size)] or [rows]
     deadline = time.perf_counter() + seconds
@@ -162,7 +162,7 @@ class Server:
 
 
 def measure(name: str, manifest: str, rows: list[dict], args, logs: Path, with_batch_route: bool) -> dict:
-    from raypipe.loadgen import closed_loop, fixed_rate
+    from raypipe.online.loadgen import closed_loop, fixed_rate
 
     server = Server(manifest, VARIANTS[name], logs / f"serve-{name}.log")
     try:

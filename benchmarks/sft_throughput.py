@@ -82,13 +82,13 @@ def build_model(a, device, dtype, attn):
 def run_setup(name, a, device, dtype, docs, peak):
     import torch
 
-    from raypipe.train.attention import IMPLEMENTATIONS, choose_path
+    from raypipe.train.attention import IMPLEMENTATIONS, choose_attention
     from raypipe.train.packing import collate, pack, row_record
     from raypipe.train.step import (CausalLMLoss, DeepSpeedEngine, TorchEngine, model_flops_fn, train_step)
 
     packed = name != "padded"
-    path = choose_path(device.type, packed, a.attention)
-    model = build_model(a, device, dtype, IMPLEMENTATIONS[path])
+    attention = choose_attention(device.type, packed, a.attention)
+    model = build_model(a, device, dtype, IMPLEMENTATIONS[attention])
     flops_fn = model_flops_fn(model.config)
     if packed:
         batches = [[row_record(r)] for r in pack(docs, a.max_len)]
@@ -119,7 +119,7 @@ def run_setup(name, a, device, dtype, docs, peak):
     padding = []
     for i, b in enumerate(batches):
         if packed:
-            stats = train_step(engine, [b], path, device, flops_fn=flops_fn)
+            stats = train_step(engine, [b], attention, device, flops_fn=flops_fn)
             t, f, s = stats.real_tokens, stats.flops, stats.seconds
         else:  # the plain Hugging Face step: full-vocabulary logits and loss inside the model
             t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def run_setup(name, a, device, dtype, docs, peak):
         padding.append(1 - int(b["attention_mask"].sum()) / b["attention_mask"].numel())
         if i >= a.warmup:
             tokens, flops, seconds = tokens + t, flops + f, seconds + s
-    result = {"setup": name, "attention": path, "steps": len(batches) - a.warmup,
+    result = {"setup": name, "attention": attention, "steps": len(batches) - a.warmup,
               "useful_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
               "mfu": round(flops / seconds / peak, 4) if peak and seconds else None,
               "padding_fraction": round(sum(padding) / len(padding), 3)}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the submitted working dir holds raypipe/
 
-from raypipe.commands.experiment import job_main  # noqa: E402
+from raypipe.commands import submitted_job  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(job_main())
+    sys.exit(submitted_job("experiment"))

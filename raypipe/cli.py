@@ -2,27 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from raypipe import __version__
-
-# Modules under raypipe.commands that define `register(subparsers)`.
-COMMANDS = ["curate", "sample", "loss_probe", "judge", "diagnose", "eval", "serve_model", "serve", "train", "experiment"]
+from raypipe.commands import add_command, commands, execute
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"raypipe.commands.{name}").register(sub)
+    for command in commands():
+        add_command(sub, command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return execute(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@
     serve deploy serve/config.yaml                              # on a cluster (args: in the file)
 
 `app` is a Serve application builder: Serve calls it with the `key=value` arguments (or the config's `args:`),
-which are raypipe.online_serve.ServeSettings fields. Without `manifest`, $RAYPIPE_MANIFEST is used.
+which are raypipe.online.config.ServeSettings fields. Without `manifest`, $RAYPIPE_MANIFEST is used.
 """
 import os
 
 
 def app(args: dict):
-    from raypipe.online_serve import ServeSettings, build_app
+    from raypipe.online.app import build_app
+    from raypipe.online.config import ServeSettings
 
     args = dict(args)
     if "manifest" not in args and os.environ.get("RAYPIPE_MANIFEST"):

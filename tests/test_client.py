@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from conftest import free_port
-from raypipe.client import AsyncScoringClient, ScoringClient, ScoringError
-from raypipe.http import RetryPolicy, attempts, delay_for, retry_after_s, send
+from raypipe.online.client import AsyncScoringClient, ScoringClient, ScoringError
+from raypipe.core.http import RetryPolicy, attempts, delay_for, retry_after_s, send
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -126,35 +126,28 @@ def _check_job_lifecycle(doc: dict) -> None:
 
 
 def test_rayjob_curate_entrypoint_is_accepted_by_the_curate_job():
-    import argparse
-
-    from raypipe.commands.curate import add_arguments
-    from raypipe.config import load_config
+    from raypipe.cli import build_parser
+    from raypipe.core import settings
 
     doc = _job("curate")
     _check_job_lifecycle(doc)
     script, args = _entry(doc)
     assert script == ROOT / "jobs" / "curate.py" and script.is_file()
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    add_arguments(parser)
-    ns = parser.parse_args(args)
-    config = load_config(None, {k: v for k, v in vars(ns).items() if k != "config"})
+    config = settings.from_args(build_parser().parse_args(["curate", *args]))
     assert config.input.startswith("s3://") and config.output.startswith("s3://")
     workers = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert [g["groupName"] for g in workers] == ["cpu-workers"], "curation needs no GPU"
 
 
 def test_rayjob_sft_entrypoint_is_accepted_by_raypipe_train():
-    from raypipe.cli import COMMANDS, build_parser
+    from raypipe.cli import build_parser
+    from raypipe.core import settings
 
     doc = _job("sft")
     _check_job_lifecycle(doc)
     script, args = _entry(doc)
-    assert script.name == "train_sft.py"
-    if "train" not in COMMANDS:
-        pytest.skip("raypipe train (issue 4) is not on main yet")
-    assert script.is_file()
-    ns = build_parser().parse_args(["train", *args])
+    assert script.name == "train_sft.py" and script.is_file()
+    ns = settings.from_args(build_parser().parse_args(["train", *args]))
     workers = doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     gpus = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
                for g in workers)
@@ -178,7 +171,7 @@ def test_rayservice_serve_config_is_valid_for_ray_serve():
     if not path.exists():
         pytest.skip(f"{path.relative_to(ROOT)} (issue 3) is not on main yet")
     assert re.search(rf"^def {builder}\(", path.read_text(), re.M), f"{path} defines no {builder}()"
-    from raypipe.online_serve import DEPLOYMENT_NAME, ServeSettings
+    from raypipe.online.app import DEPLOYMENT_NAME, ServeSettings
 
     ServeSettings(**apps["scorer"].args)  # the app's own settings model: unknown keys are errors
     assert [d.name for d in apps["scorer"].deployments] == [DEPLOYMENT_NAME]

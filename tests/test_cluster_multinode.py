@@ -82,9 +82,10 @@ def check_output(out: Path, n_rows: int) -> dict:
 
 def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_path):
     n_rows = write_shards(tmp_path / "in", n_shards=4, rows_per_shard=10)
+    n_rows += add_slow_rows(tmp_path / "in")  # each shard outlasts an actor's start: both actors get work
     out = tmp_path / "out"
     sid = f"curate-{uuid.uuid4().hex[:8]}"
-    proc = submit(cluster, ["--input", str(tmp_path / "in"), "--output", str(out)], sid)
+    proc = submit(cluster, ["--input", str(tmp_path / "in"), "--output", str(out), "--verify-timeout", "2"], sid)
     lines, status_at_first_log = [], None
     for line in proc.stdout:
         lines.append(line)

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.io import Storage
-from raypipe.shard import _columnar, _load_rows, load_shard
+from raypipe.core.io import Storage
+from raypipe.curate.shard import _columnar, _load_rows, load_shard
 from tests.conftest import R1, TRAJECTORIES, need_shared_data
 
 

@@ -8,14 +8,15 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from raypipe.config import CurateConfig, load_config
+from raypipe.core.settings import load
+from raypipe.curate.config import CurateConfig
 from tests.conftest import ROOT
 
 
 def test_yaml_then_flags(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("input: in/\noutput: out/\ndrop-top: 0.2\nrule: random\nlexicon: switch\n")
-    c = load_config(str(f), {"rule": "longest", "seed": None})
+    c = load(CurateConfig, str(f), {"rule": "longest", "seed": None})
     assert (c.drop_top, c.rule, c.lexicon, c.seed) == (0.2, "longest", "switch", 0)
 
 

@@ -15,9 +15,9 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from raypipe.config import CurateConfig
-from raypipe.pipeline import ConfigMismatch, run_curate
-from raypipe.select import n_to_drop
+from raypipe.curate.config import CurateConfig
+from raypipe.curate.job import ConfigMismatch, run_curate
+from raypipe.core.policy import n_to_drop
 from tests.conftest import R1, ROOT, TRAJECTORIES
 
 pytestmark = pytest.mark.timeout(600)
@@ -91,7 +91,7 @@ def test_s3_gives_the_same_ids_as_local(local_run, s3_bucket):
     assert manifest["counts"] == local["counts"]
     import pyarrow.fs as pafs
 
-    from raypipe.io import Storage
+    from raypipe.core.io import Storage
 
     fs, _ = Storage(endpoint).filesystem(f"s3://{bucket}/out")
     for part in ("curated", "dropped"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_cli_errors_are_clear(shared_data, tmp_path):
     p = cli("eval", "--model", "tiny", "--benchmarks", "beyond_aime", "--output", str(tmp_path), "--data-dir",
             str(BENCHMARKS))
     assert p.returncode == 2 and "beyond_aime.jsonl" in p.stderr
-    p = subprocess.run(["python", "jobs/evaluate.py", "--help"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "jobs/evaluate.py", "--help"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "--benchmarks" in p.stdout
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from raypipe.eval.config import EvalConfig
 from raypipe.eval.runner import run_eval
-from raypipe.lexicon import get_lexicon
-from raypipe.schema import split_reasoning
-from raypipe.structure import measure_python
-from raypipe.verify import Verifier, extract_answer
+from raypipe.core.lexicon import get_lexicon
+from raypipe.core.schema import split_reasoning
+from raypipe.core.structure import measure_python
+from raypipe.core.verify import Verifier, extract_answer
 from tests.conftest import BENCHMARKS, TRAJECTORIES
 
 pytestmark = pytest.mark.timeout(400)

@@ -106,7 +106,7 @@ def test_benchmark_file_from_s3(shared_data, s3_bucket):
     endpoint, bucket = s3_bucket
     boto3.client("s3", endpoint_url=endpoint).put_object(
         Bucket=bucket, Key="bench/aime24.jsonl", Body=(BENCHMARKS / "aime24.jsonl").read_bytes())
-    from raypipe.io import Storage
+    from raypipe.core.io import Storage
 
     b = bm.load("aime24", file=f"s3://{bucket}/bench/aime24.jsonl", storage=Storage(s3_endpoint=endpoint))
     local = bm.load("aime24", str(BENCHMARKS))

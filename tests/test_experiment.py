@@ -1,5 +1,5 @@
-"""The experiment runner: its plan is accepted by the real CLI parsers, and end to end on CPU (tiny model) it is
-interrupted after one arm's SFT stage, then a rerun finishes without redoing what finished."""
+"""The experiment runner: its stages' settings are what each command reads, and end to end on CPU (tiny model) it
+is interrupted after one arm's SFT stage, then a rerun finishes without redoing what finished."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import BENCHMARKS, ROOT, TRAJECTORIES, need_shared_data, raypipe_cli  # noqa: E402
 
-from raypipe.experiment import ExperimentConfig, StageMismatch, plan  # noqa: E402
-from raypipe.experiment.runner import STANDARD_ARMS, flags, stage_done  # noqa: E402
+from raypipe.core.errors import ConfigMismatch  # noqa: E402
+from raypipe.experiment.config import STANDARD_ARMS, ExperimentConfig  # noqa: E402
+from raypipe.experiment.runner import stage_done, stages  # noqa: E402
 
 # One problem set (AIME 2024), two real sources. (The R1 chains in shared/data end inside <think>, so every one is
 # `no_answer` and a drop among verified-correct rows would drop nothing: they make a poor source A here.)
@@ -33,50 +34,60 @@ def config(out: Path, **kw) -> ExperimentConfig:
     return ExperimentConfig(**base)
 
 
-def test_flags_follow_the_cli_spelling():
-    assert flags({"max_len": 256, "pack": True, "keep_incorrect": False, "benchmarks": ["a", "b"], "x": None}) == \
-        ["--max-len", "256", "--pack", "--benchmarks", "a,b"]
-
-
-def test_plan_covers_every_arm_and_each_command_parses(tmp_path):
+def parsed_by_the_cli(stage, tmp_path: Path):
+    """The stage's settings as its own command reads them: `raypipe <stage> --config <the YAML the runner writes>`."""
     from raypipe.cli import build_parser
+    from raypipe.core import settings
 
-    stages = plan(config(tmp_path))
+    path = tmp_path / f"{stage.arm}-{stage.stage}.yaml"
+    path.write_text(settings.to_yaml(stage.settings))
+    return settings.from_args(build_parser().parse_args([stage.stage, "--config", str(path)]))
+
+
+def test_stages_cover_every_arm_and_each_command_reads_its_settings(tmp_path):
+    todo = stages(config(tmp_path))
     by_arm: dict = {}
-    for s in stages:
+    for s in todo:
         by_arm.setdefault(s.arm, []).append(s.stage)
     assert by_arm.pop("base") == ["eval"]
     assert all(v == ["curate", "train", "eval"] for v in by_arm.values()) and len(by_arm) == 5
-    parser = build_parser()
-    parsed = {(s.arm, s.stage): parser.parse_args(s.argv) for s in stages}
+    parsed = {(s.arm, s.stage): parsed_by_the_cli(s, tmp_path) for s in todo}
+    assert all(parsed[(s.arm, s.stage)] == s.settings for s in todo)
     rules = {arm: (parsed[(arm, "curate")].rule, parsed[(arm, "curate")].drop_top, parsed[(arm, "curate")].delete_steps)
              for arm in by_arm}
-    assert rules == {"A-all": ("keep-all", None, None), "B-all": ("keep-all", None, None),
-                     "A-drop-top": ("top", 0.1, None), "A-drop-random": ("random", 0.1, None),
-                     "A-delete-steps": ("keep-all", None, 0.1)}
+    assert rules == {"A-all": ("keep-all", 0.1, 0.0), "B-all": ("keep-all", 0.1, 0.0),
+                     "A-drop-top": ("top", 0.1, 0.0), "A-drop-random": ("random", 0.1, 0.0),
+                     "A-delete-steps": ("keep-all", 0.1, 0.1)}
     assert parsed[("B-all", "curate")].input == str(SOURCE_B)
     assert {parsed[(a, "curate")].input for a in by_arm if a != "B-all"} == {str(SOURCE_A)}
     for arm in by_arm:  # each stage reads what the previous one wrote
         assert parsed[(arm, "train")].data == parsed[(arm, "curate")].output
         assert parsed[(arm, "eval")].model == parsed[(arm, "train")].output + "/model"
         assert parsed[(arm, "train")].model == "tiny"
+        assert parsed[(arm, "train")].max_steps == 2 and parsed[(arm, "curate")].num_cpus == 2
     assert parsed[("base", "eval")].model == "tiny"
-    assert len({s.output for s in stages}) == len(stages), "no two stages share an output"
+    assert len({s.output for s in todo}) == len(todo), "no two stages share an output"
 
 
 def test_unknown_arm_and_changed_finished_stage_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown arms"):
         config(tmp_path, arms=["A-all", "C-all"])
-    stage = plan(config(tmp_path, arms=["base"]))[0]
+    stage = stages(config(tmp_path, arms=["base"]))[0]
     out = Path(stage.output)
     out.mkdir(parents=True)
     (out / "results.json").write_text("{}")
-    from raypipe.io import Storage
+    from raypipe.core.io import Storage
 
     assert stage_done(stage, Storage())  # a finished stage with no record is trusted
     (out / "_experiment_stage.json").write_text(json.dumps({"argv": ["eval", "--n", "64"], "digest": "other"}))
-    with pytest.raises(StageMismatch, match="finished with other settings"):
+    with pytest.raises(ConfigMismatch, match="finished with other settings"):
         stage_done(stage, Storage())
+    recorded = {"settings": {**stage.view(), "n": 64}}
+    (out / "_experiment_stage.json").write_text(json.dumps(recorded))
+    with pytest.raises(ConfigMismatch, match="differing: n"):
+        stage_done(stage, Storage())
+    (out / "_experiment_stage.json").write_text(json.dumps({"settings": stage.view()}))
+    assert stage_done(stage, Storage())
 
 
 @pytest.mark.slow
@@ -147,15 +158,13 @@ def test_experiment_end_to_end_interrupted_after_sft_then_resumed(tmp_path, tiny
 
 
 @pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml"])
-def test_shipped_experiment_configs_load_and_plan(name):
-    from raypipe.cli import build_parser
-    from raypipe.experiment import load_experiment
+def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_path):
+    from raypipe.experiment.config import load_experiment
 
     cfg = load_experiment(str(ROOT / "cluster" / "experiments" / name))
     assert set(STANDARD_ARMS) <= set(cfg.arms)
-    parser = build_parser()
-    for stage in plan(cfg):
-        parser.parse_args(stage.argv)
+    for stage in stages(cfg):  # every stage's settings validate, and its command reads them back unchanged
+        assert parsed_by_the_cli(stage, tmp_path) == stage.settings
     if name == "paper-cpu.yaml":
         need_shared_data()
         assert cfg.model == "tiny"

@@ -7,6 +7,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -97,6 +98,9 @@ def expected_label(step: int) -> str:
     return ["propose", "deduce", "verify", "other"][step % 4]
 
 
+BUSY_HITS: Counter = Counter()  # requests per prompt in MODE=busy
+
+
 def make_app():
     app = FastAPI()
 
@@ -122,6 +126,11 @@ def make_app():
         if mode == "truncated":  # cut inside the last entry: all but the last step are recoverable
             full = json.dumps({"labels": items})
             return reply(full[: full.rfind('"label"') + 12])
+        if mode == "busy":  # the first request of each prompt: 503 + Retry-After: 1, then the answer
+            BUSY_HITS[user] += 1
+            if BUSY_HITS[user] == 1:
+                return JSONResponse({"error": "busy"}, status_code=503, headers={"Retry-After": "1"})
+            return reply(json.dumps({"labels": items}))
         if mode == "garbage":
             return reply("As an AI model I find these steps fascinating. \u2728")
         if mode == "notjson":
@@ -177,7 +186,7 @@ def test_openai_backend_against_fixed_server(ray_local, tmp_path, fixed_server):
         assert s[mode]["unlabelled_rate"] == 1.0 and s[mode]["request_failure_rate"] == 1.0
         assert s[mode]["propose_share"] is None
 
-    from raypipe import io
+    from raypipe.core import io
 
     out = {r["id"]: r for r in io.read_parquet_dir(str(tmp_path / "out" / "trajectories"), io.Storage()).to_pylist()}
     want = [expected_label(k) for k in range(1, 6)]
@@ -190,10 +199,29 @@ def test_openai_backend_against_fixed_server(ray_local, tmp_path, fixed_server):
     assert "transition matrix" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_llm_judge_waits_out_retry_after(fixed_server):
+    """A 503 with Retry-After: 1 is sent again after the second it asks for (not the 0.5 s backoff), then answered."""
+    from raypipe.diagnostics.judge_backends import OpenAIJudge
+    from raypipe.diagnostics.judge_job import JudgeConfig
+
+    cfg = JudgeConfig(input="x", output="y", backend="openai", endpoint=fixed_server, timeout_s=10, max_retries=1)
+    judge = OpenAIJudge.from_config(cfg).setup()
+    request = build_requests("MODE=busy What is 1?", ["We compute 1.", "Check: 1 = 1."], steps_per_request=3)[0]
+    try:
+        t0 = time.monotonic()
+        text, err = judge.chat(request["messages"])
+        elapsed = time.monotonic() - t0
+    finally:
+        judge.close()
+    assert err is None and parse_labels(text, 0, 2).labels == [expected_label(1), expected_label(2)]
+    assert BUSY_HITS[request["messages"][-1]["content"]] == 2
+    assert 0.95 <= elapsed < 5, elapsed
+
+
 def test_keyword_judge_on_real_trajectories_and_compare_page(ray_local, tmp_path, shared_data):
     from raypipe.diagnostics.judge_job import JudgeConfig, run_judge
-    from raypipe.lexicon import get_lexicon
-    from raypipe.structure import measure_python
+    from raypipe.core.lexicon import get_lexicon
+    from raypipe.core.structure import measure_python
 
     summary = run_judge(JudgeConfig(input=f"{shared_data}/[rt]*/*.jsonl", output=str(tmp_path / "j"), num_cpus=2))
     assert summary["rows"] == 630
@@ -205,7 +233,7 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(ray_local, tmp_path
         assert np.sum(v["transition_counts"]) == v["steps"] - v["with_steps"]
         # The keyword judge's Propose rule contains the paper markers, so it must track branch_ratio.
         assert v["propose_vs_branch_ratio"]["pearson"] > 0.5
-    from raypipe import io
+    from raypipe.core import io
 
     rows = io.read_parquet_dir(str(tmp_path / "j" / "trajectories"), io.Storage()).to_pylist()
     r1 = [r for r in rows if r["source"] == "DeepSeek-R1"]
@@ -241,7 +269,7 @@ def test_vllm_request_rows_split_and_reassemble():
     steps = [f"We compute {i} + 1 = {i + 1}." for i in range(5)]
     row = {"id": "t", "source": "s", "problem_id": "p", "error": None, "problem": "Q?", "branch_ratio": None,
            "response": "\n\n".join(steps), "thinking_start": 0, "thinking_end": len("\n\n".join(steps))}
-    reqs = to_requests(row, cfg.model_dump())
+    reqs = to_requests(row, cfg)
     assert [(r["first"], r["count"]) for r in reqs] == [(0, 2), (2, 2), (4, 1)]
     answers = []
     for r in reversed(reqs):  # answers come back in any order
@@ -251,7 +279,7 @@ def test_vllm_request_rows_split_and_reassemble():
     out = assemble(answers, cfg)
     assert out["labels"] == [expected_label(k) for k in range(1, 5)] + [UNLABELLED]
     assert out["n_requests"] == 3 and out["n_failed_requests"] == 1 and out["request_errors"] == ["engine error"]
-    empty = to_requests({**row, "response": "", "thinking_end": 0}, cfg.model_dump())
+    empty = to_requests({**row, "response": "", "thinking_end": 0}, cfg)
     assert [r["count"] for r in empty] == [0]
     assert assemble([{**empty[0], "answer": None, "answer_error": None}], cfg)["labels"] == []
 

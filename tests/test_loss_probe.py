@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from raypipe.diagnostics.loss import LossProbe, marker_spans, marker_token_mask
-from raypipe.lexicon import get_lexicon
+from raypipe.core.lexicon import get_lexicon
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -95,7 +95,7 @@ def test_marker_tokens_on_hand_checked_string(probe):
 def test_loss_probe_job_real_data_local_and_s3(ray_local, tmp_path, s3_bucket, shared_data):
     from diagnostics_fixtures import write_two_sources
 
-    from raypipe import io
+    from raypipe.core import io
     from raypipe.diagnostics.loss_job import LossConfig, run_loss_probe
 
     inp = write_two_sources(tmp_path / "in", n=3)

@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from raypipe.io import Storage, list_inputs
-from raypipe.schema import LayoutError, RowError, detect_layout, normalize_row, split_reasoning
-from raypipe.shard import load_shard
+from raypipe.core.io import Storage, list_inputs
+from raypipe.core.errors import LayoutError, RowError
+from raypipe.core.formats import detect_format, normalize_row
+from raypipe.core.schema import split_reasoning
+from raypipe.curate.shard import load_shard
 from tests.conftest import R1, TRAJECTORIES, need_shared_data
 
 HARMONY = ("<|start|>assistant<|channel|>analysis<|message|>We need the sum.\n\nPerhaps 2+2.\n\nAlternatively count."
@@ -88,7 +90,7 @@ def test_markupless_response_from_markup_source_is_unfinished():
 
 def test_unknown_layout_names_fields():
     with pytest.raises(LayoutError) as e:
-        detect_layout(["prompt_text", "gen"])
+        detect_format(["prompt_text", "gen"])
     assert "prompt_text" in str(e.value) and "messages" in str(e.value) and "response" in str(e.value)
 
 

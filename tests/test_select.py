@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raypipe.select import Policy, compute_thresholds, decide, n_to_drop
+from raypipe.core.policy import Policy, decide, n_to_drop
+from raypipe.curate.select import compute_thresholds
 
 
 def _table(n_per_source=(37, 120, 5), seed=0, ties=False):
@@ -87,3 +88,23 @@ def test_step_ratio_proxy():
     out = decide(t, policy)
     assert out["step_ratio"].to_pylist() == [1.0, 3.0, None]
     assert out["branch_score"].to_pylist() == [1.0, 3.0, None]
+
+
+def test_markers_per_1k_proxy_drops_the_densest_rows_per_source():
+    """The markers-per-1k proxy: one class in raypipe.core.proxies, selected by name, ranked on its own column."""
+    rng = np.random.default_rng(5)
+    t = _table(ties=True)
+    t = t.append_column("markers_per_1k_tokens", pa.array(rng.integers(0, 6, t.num_rows).astype(float)))
+    policy = compute_thresholds(t, Policy(rule="top", proxy="markers-per-1k", drop_top=0.2))
+    out = decide(t, policy)
+    rows = t.to_pylist()
+    assert out["branch_score"].to_pylist() == [r["markers_per_1k_tokens"] for r in rows]
+    for src in ("s0", "s1", "s2"):
+        correct = [i for i, r in enumerate(rows) if r["source"] == src and r["verdict"] == "correct"]
+        dropped = [i for i in correct if out["decision"][i].as_py() == "drop"]
+        assert len(dropped) == n_to_drop(0.2, len(correct))
+        kept = [i for i in correct if i not in dropped]
+        if dropped and kept:
+            assert min(rows[i]["markers_per_1k_tokens"] for i in dropped) >= max(
+                rows[i]["markers_per_1k_tokens"] for i in kept)
+    assert policy.columns() == ["source", "id", "verdict", "markers_per_1k_tokens"]

@@ -35,8 +35,8 @@ def raw_rows() -> list[dict]:
 def curated_run(ray_local, tmp_path_factory) -> Path:
     """The batch job, in-process, on every real trajectory (Sky-T1 and DeepSeek-R1)."""
     need_shared_data()
-    from raypipe.config import CurateConfig
-    from raypipe.pipeline import run_curate
+    from raypipe.curate.config import CurateConfig
+    from raypipe.curate.job import run_curate
 
     root = tmp_path_factory.mktemp("serve-curate")
     inputs = root / "input"
@@ -296,9 +296,9 @@ def test_schemathesis_finds_no_server_error(servers):
 @pytest.mark.slow
 def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     """Measure what the server sustains (a short closed loop), then a bounded open loop at half that rate, with real
-    20-80 KB trajectories, through raypipe.client with retries off. The rate comes from this machine, now; when
+    20-80 KB trajectories, through raypipe.online.client with retries off. The rate comes from this machine, now; when
     other work takes the cores mid-test, the server may turn requests away with 503 + Retry-After (counted)."""
-    from raypipe.loadgen import closed_loop, fixed_rate
+    from raypipe.online.loadgen import closed_loop, fixed_rate
 
     bodies = [json.dumps(r).encode() for r in raw_rows() if 20_000 <= len(json.dumps(r).encode()) <= 80_000]
     assert len(bodies) >= 10
@@ -314,6 +314,7 @@ def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     assert capacity >= 10, f"the server sustains only {capacity:.1f} req/s of real trajectories: {probe.summary()}"
 
     # The client's in-flight bound sits above the server's admission limit (64 + 256): the server decides overload.
+    before = settled_scrape(servers["metrics"])
     result = fixed_rate(url, bodies, rate=rate, seconds=seconds, token=TOKEN, max_in_flight=1024, timeout_s=120)
     print("load:", result.summary(), f"load average {os.getloadavg()[0]:.1f}")
     # Every scheduled request is sent and answered: nothing skipped, lost or failed in transport.
@@ -322,6 +323,12 @@ def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     # The only server error allowed is the overload answer, 503 with Retry-After, and most requests are scored.
     assert set(result.statuses) <= {200, 503} and result.retry_after_missing == 0, result.summary()
     assert result.statuses[200] >= result.sent / 2, result.summary()
+    # The server's own metrics count what the client saw: no answer left the replica uncounted.
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+    wait_for_counts(servers["metrics"], {
+        key("ray_raypipe_score_requests_total", route="/v1/score", status="200"): result.statuses[200],
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="503"): result.statuses[503],
+    }, before)
 
 
 def scrape(url: str) -> list[tuple[str, dict, float]]:
@@ -336,6 +343,18 @@ def scrape(url: str) -> list[tuple[str, dict, float]]:
 
 def total(samples, name: str, **labels) -> float:
     return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
+
+
+def settled_scrape(url: str, quiet_s: float = 3.0, timeout_s: float = 60) -> list:
+    """A scrape once the export has stopped changing for `quiet_s`: earlier tests' requests are all counted."""
+    deadline, last, since = time.time() + timeout_s, None, time.time()
+    while True:
+        now = scrape(url)
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s or time.time() > deadline:
+            return now
+        time.sleep(0.5)
 
 
 def wait_for_counts(url: str, want: dict, before: list, timeout_s: float = 60) -> list:
@@ -356,7 +375,7 @@ def test_metrics_export_counts_requests_rejections_and_decisions_by_bounded_sour
 
     known = sorted(json.loads((servers["run"] / "manifest.json").read_text())["policy"]["thresholds"])[0]
     row = {"problem": "1+1?", "response": "<think>\nPerhaps 2.\n</think>\n\\boxed{2}", "reference_answer": "2"}
-    before = scrape(servers["metrics"])
+    before = settled_scrape(servers["metrics"])
     for i in range(3):
         assert httpx.post(servers["main"] + "/v1/score", json={**row, "source": known, "id": f"m{i}"},
                           headers=AUTH).status_code == 200
@@ -378,7 +397,7 @@ def test_metrics_export_counts_requests_rejections_and_decisions_by_bounded_sour
     assert any(n == "ray_raypipe_score_queue_depth" for n, _, _ in after)
 
     # Overload and body limits on the strict server: the export counts the 503s and 413s its clients saw.
-    before = scrape(servers["strict_metrics"])
+    before = settled_scrape(servers["strict_metrics"])
     hostile = {"problem": "p", "reference_answer": "7",
                "response": f"<think>\nhmm\n</think>\nThe answer is $\\boxed{{{HOSTILE}}}$."}
     with ThreadPoolExecutor(6) as pool:
@@ -405,7 +424,7 @@ def test_grafana_dashboard_reads_only_metrics_the_server_exports(servers):
 
 
 def test_readme_jsonl_example_filters_a_stream_through_the_client(servers, tmp_path, monkeypatch):
-    """The README's `raypipe.client` example, run as written against the server (only its URL changed)."""
+    """The README's `raypipe.online.client` example, run as written against the server (only its URL changed)."""
     import asyncio
     import re
 
@@ -416,7 +435,7 @@ def test_readme_jsonl_example_filters_a_stream_through_the_client(servers, tmp_p
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv("RAYPIPE_API_TOKEN", TOKEN)
     namespace: dict = {}
-    exec("import json\nfrom raypipe.client import AsyncScoringClient\n" + code, namespace)
+    exec("import json\nfrom raypipe.online.client import AsyncScoringClient\n" + code, namespace)
     asyncio.run(namespace["filter_jsonl"](str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")))
     kept = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     batch = batch_decisions(servers["run"])

@@ -182,7 +182,7 @@ def test_zero3_with_s3_checkpoints(ray_local, curated, s3_bucket, tmp_path):
     from ray.train import Checkpoint
     from transformers import AutoModelForCausalLM
 
-    from raypipe.io import Storage
+    from raypipe.core.io import Storage
 
     endpoint, bucket = s3_bucket
     s = _train(ray_local, curated, f"s3://{bucket}/run", zero=3, s3_endpoint=endpoint, max_steps=4)

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from raypipe.verify import CPU_GRACE_S, Verifier, extract_answer
+from raypipe.core.verify import CPU_GRACE_S, Verifier, extract_answer
 from tests.conftest import TRAJECTORIES, need_shared_data
 
 
@@ -91,9 +91,9 @@ def _categorise(row: dict, ours: str, extracted: str | None, harness_ok: bool) -
 
 def test_agreement_with_reference_harness(verifier, tmp_path):
     need_shared_data()
-    from raypipe.io import Storage
-    from raypipe.scoring import Scorer, ScoringConfig
-    from raypipe.shard import load_shard
+    from raypipe.core.io import Storage
+    from raypipe.core.scoring import Scorer, ScoringConfig
+    from raypipe.curate.shard import load_shard
 
     scorer = Scorer(ScoringConfig())
     scorer.verifier = verifier
@@ -134,7 +134,7 @@ def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison():
     import subprocess
     import sys
 
-    script = ("import sys\nfrom raypipe.verify import Verifier\nv = Verifier(timeout_s=2).setup()\n"
+    script = ("import sys\nfrom raypipe.core.verify import Verifier\nv = Verifier(timeout_s=2).setup()\n"
               "print(v._workers[0].proc.pid, flush=True)\nv.grade_many([('9^{9^{9^{9^{9^{9}}}}}', '7')])\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     worker = int(parent.stdout.readline())

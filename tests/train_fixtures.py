@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.schema import normalize_row, records_table
+from raypipe.core.formats import normalize_row
+from raypipe.core.schema import records_table
 
 FILES = {"skyt1_math-correct-5K-27B_math500.jsonl": "sky-27b", "skyt1_math-correct-5K-14B_amc23.jsonl": "sky-14b"}
 

@@ -1,15 +1,71 @@
-"""Subcommands of the `raypipe` CLI (and of the thin jobs/*.py entry points)."""
+"""The `raypipe` CLI's commands (and the thin jobs/*.py entry points): each is a settings model and a run function.
+
+A command's flags, its --config YAML keys and what the experiment runner passes it are all the fields of its
+model (raypipe.core.settings). Heavy imports (Ray, torch) happen inside `run`, so `--help` stays fast.
+"""
+from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from raypipe.core import settings
+
+# Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
+MODULES = ("curate", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose", "serve_model",
+           "experiment")
 
 
-def submitted_job(prog: str, description: str | None, add_arguments, run, argv: list[str] | None = None, **fixed) -> int:
-    """A jobs/*.py entry point: the command's own flags, and the job joins the cluster it was submitted to."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    for k, v in fixed.items():
-        setattr(args, k, v)
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    model: type[BaseModel]
+    run: Callable[[BaseModel], int]
+    description: str | None = None
+    subcommands: tuple["Command", ...] = field(default=())
+
+
+def commands() -> list[Command]:
+    return [importlib.import_module(f"raypipe.commands.{m}").COMMAND for m in MODULES]
+
+
+def add_command(sub, command: Command) -> argparse.ArgumentParser:
+    p = sub.add_parser(command.name, help=command.help, description=command.description or command.help,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    settings.add_arguments(p, command.model)
+    p.set_defaults(_command=command)
+    if command.subcommands:
+        nested = p.add_subparsers(dest=f"_{command.name}_subcommand", metavar="SUBCOMMAND")
+        for sc in command.subcommands:
+            add_command(nested, sc)
+    return p
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Validate the parsed flags (with --config) into the command's model, then run it."""
+    command: Command = args._command
+    try:
+        model = settings.from_args(args)
+    except ValidationError as e:
+        print(f"raypipe {command.name}: invalid settings:\n{settings.describe_error(e)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"raypipe {command.name}: {e}", file=sys.stderr)
+        return 2
+    return int(command.run(model) or 0)
+
+
+def submitted_job(name: str, argv: list[str] | None = None) -> int:
+    """A jobs/*.py entry point: the command's own flags; the job joins the cluster it was submitted to."""
+    command = importlib.import_module(f"raypipe.commands.{name.replace('-', '_')}").COMMAND
+    parser = argparse.ArgumentParser(prog=f"jobs ({name})")
+    add_command(parser.add_subparsers(dest="_job"), command)
+    args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
     os.environ.setdefault("RAY_ADDRESS", "auto")
-    return run(args)
+    return execute(args)

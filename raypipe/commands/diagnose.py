@@ -1,40 +1,55 @@
 """raypipe diagnose: loss-probe and judge summaries of two sources side by side, next to the paper's figures."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from pydantic import Field, field_validator, model_validator
 
-def register(sub) -> None:
-    p = sub.add_parser("diagnose", help="compare two sources' diagnostics with the paper", description=__doc__)
-    p.add_argument("--sources", required=True, help="A,B: A plays the paper's DeepSeek-R1, B its gpt-oss-120b")
-    p.add_argument("--loss", default="", help="loss-probe output folder(s), comma-separated")
-    p.add_argument("--judge", default="", help="judge output folder(s), comma-separated")
-    p.add_argument("--output", required=True, help="HTML file to write (local or s3://)")
-    p.add_argument("--s3-endpoint")
-    p.add_argument("--s3-region")
-    p.set_defaults(func=run)
+from raypipe.commands import Command
+from raypipe.core.settings import Settings
 
 
-def run(args: argparse.Namespace) -> int:
-    from raypipe import io
+class DiagnoseSettings(Settings):
+    sources: list[str] = Field(description="A,B: A plays the paper's DeepSeek-R1, B its gpt-oss-120b")
+    loss: list[str] = Field([], description="loss-probe output folder(s), comma-separated")
+    judge: list[str] = Field([], description="judge output folder(s), comma-separated")
+    output: str = Field(description="HTML file to write (local or s3://)")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    s3_region: str | None = Field(None, description="S3 region")
+
+    @field_validator("sources", "loss", "judge", mode="before")
+    @classmethod
+    def _split(cls, v):
+        """'A,B' or [A, B]; blank entries dropped."""
+        if isinstance(v, str):
+            v = v.split(",")
+        return [x.strip() for x in v if x.strip()] if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiagnoseSettings":
+        if len(self.sources) != 2:
+            raise ValueError("--sources takes exactly two names, A,B")
+        if not self.loss and not self.judge:
+            raise ValueError("give --loss and/or --judge output folders")
+        return self
+
+
+def run(settings: DiagnoseSettings) -> int:
+    from raypipe.core import io
     from raypipe.diagnostics.compare import write_compare
 
-    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-    if len(sources) != 2:
-        print("raypipe diagnose: --sources takes exactly two names, A,B", file=sys.stderr)
-        return 2
-    loss = [u for u in args.loss.split(",") if u]
-    judge = [u for u in args.judge.split(",") if u]
-    if not loss and not judge:
-        print("raypipe diagnose: give --loss and/or --judge output folders", file=sys.stderr)
-        return 2
+    a, b = settings.sources
     try:
-        rows = write_compare(sources[0], sources[1], loss, judge, args.output, io.Storage(args.s3_endpoint, args.s3_region))
+        rows = write_compare(a, b, settings.loss, settings.judge, settings.output,
+                             io.Storage(settings.s3_endpoint, settings.s3_region))
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"raypipe diagnose: {e}", file=sys.stderr)
         return 2
     for r in rows:
         print(f"{r['metric']:<28} A={r['a']!s:<24} B={r['b']!s:<24} same direction as paper: {r['same']}")
-    print(f"[raypipe] compare page: {args.output}")
+    print(f"[raypipe] compare page: {settings.output}")
     return 0
+
+
+COMMAND = Command("diagnose", "compare two sources' diagnostics with the paper", DiagnoseSettings, run,
+                  description=__doc__)

@@ -2,54 +2,49 @@
 each through curate -> SFT -> eval, then one results table. Finished stages are not run again."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from pydantic import Field
+from pydantic_settings import CliPositionalArg
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML (see cluster/experiments/)")
-    p.add_argument("--output", help="experiment folder, local or s3:// (overrides the config's)")
-    p.add_argument("--model", help="base model: path, s3:// copy or 'tiny' (overrides the config's)")
-    p.add_argument("--arms", help="comma-separated subset of arms to run")
-    p.add_argument("--dry-run", action="store_true", help="print every stage's command and whether it is done")
+from raypipe.commands import Command
+from raypipe.core.settings import Settings
 
 
-def register(sub) -> None:
-    p = sub.add_parser("experiment", help="run the paper's experiment: arms x (curate, train, eval)",
-                       description=__doc__)
-    add_arguments(p)
-    p.set_defaults(func=run)
+class ExperimentCommandSettings(Settings):
+    config: CliPositionalArg[str] = Field(description="experiment YAML (see cluster/experiments/)")
+    output: str | None = Field(None, description="experiment folder, local or s3:// (overrides the config's)")
+    model: str | None = Field(None, description="base model: path, s3:// copy or 'tiny' (overrides the config's)")
+    arms: list[str] | None = Field(None, description="comma-separated subset of arms to run")
+    dry_run: bool = Field(False, description="print every stage, whether it is done, and its effective settings")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ExperimentCommandSettings) -> int:
     from pydantic import ValidationError
 
-    from raypipe.experiment import StageFailed, StageMismatch, load_experiment, plan, run_experiment
-    from raypipe.experiment.runner import stage_done
+    from raypipe.core.settings import describe_error
+    from raypipe.experiment.config import load_experiment
+    from raypipe.core.errors import ConfigMismatch
+    from raypipe.experiment.runner import StageFailed, describe, run_experiment
 
-    overrides = {"output": args.output, "model": args.model,
-                 "arms": args.arms.split(",") if args.arms else None}
     try:
-        cfg = load_experiment(args.config, overrides)
-    except (ValidationError, OSError) as e:
-        print(f"raypipe experiment: invalid configuration {args.config}:\n{e}", file=sys.stderr)
+        cfg = load_experiment(args.config, {"output": args.output, "model": args.model, "arms": args.arms})
+    except ValidationError as e:
+        print(f"raypipe experiment: invalid configuration {args.config}:\n{describe_error(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"raypipe experiment: {e}", file=sys.stderr)
         return 2
     try:
         if args.dry_run:
-            storage = cfg.storage()
-            for stage in plan(cfg):
-                state = "done" if stage_done(stage, storage) else "to run"
-                print(f"{stage.arm:15s} {stage.stage:7s} {state:7s} raypipe {' '.join(stage.argv)}")
+            print(describe(cfg))
             return 0
         run_experiment(cfg)
-    except (StageFailed, StageMismatch) as e:
+    except (StageFailed, ConfigMismatch) as e:
         print(f"raypipe experiment: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-def job_main(argv: list[str] | None = None) -> int:
-    """Entry point of jobs/experiment.py: its stages join the cluster the job was submitted to."""
-    from raypipe.commands import submitted_job
-
-    return submitted_job("jobs/experiment.py", __doc__, add_arguments, run, argv)
+COMMAND = Command("experiment", "run the paper's experiment: arms x (curate, train, eval)",
+                  ExperimentCommandSettings, run, description=__doc__)

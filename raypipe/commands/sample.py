@@ -1,18 +1,25 @@
 """raypipe make-sample: write a small synthetic sample (labelled as such) for a demo without real data."""
 from __future__ import annotations
 
+from pydantic import Field
 
-def register(sub) -> None:
-    p = sub.add_parser("make-sample", help="write a small synthetic sample of trajectories", description=__doc__)
-    p.add_argument("--output", required=True)
-    p.add_argument("--rows", type=int, default=200, help="rows per source")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+from raypipe.commands import Command
+from raypipe.core.settings import Settings
 
 
-def run(args) -> int:
-    from raypipe.synthetic import write_sample
+class SampleSettings(Settings):
+    output: str = Field(description="local folder for the sample: one JSONL file per synthetic source")
+    rows: int = Field(200, ge=0, description="rows per source")
+    seed: int = Field(0, description="seed of the generated rows")
 
-    for path in write_sample(args.output, args.rows, args.seed):
+
+def run(settings: SampleSettings) -> int:
+    from raypipe.curate.sample import write_sample
+
+    for path in write_sample(settings.output, settings.rows, settings.seed):
         print(path)
     return 0
+
+
+COMMAND = Command("make-sample", "write a small synthetic sample of trajectories", SampleSettings, run,
+                  description=__doc__)

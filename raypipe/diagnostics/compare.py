@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import json
 
-from raypipe import io
-from raypipe.diagnostics.report import fmt, page
-from raypipe.report import html_table
+from raypipe.core import io
+from raypipe.core.html import fmt, page
+from raypipe.core.html import table as html_table
 
 # (metric label, summary kind, key, paper R1, paper gpt-oss, expected sign of A - B, as a percentage)
 METRICS = [

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from raypipe import io
+from raypipe.core import io
 from raypipe.diagnostics.inputs import SCHEMA, list_diagnostic_inputs, load_records
-from raypipe.schema import LayoutError
+from raypipe.core.errors import LayoutError
 
 LOADED_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))
 UNREADABLE = "(unreadable)"
@@ -43,19 +43,3 @@ def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None):
     ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
         _load_batch, fn_kwargs={"storage": storage}, batch_size=1, num_cpus=0.5)
     return (ds.limit(limit) if limit else ds), uris
-
-
-def actor_plan(actors: int | None, gpus_per_actor: float | None) -> dict:
-    """Actor pool settings: one actor per GPU when the cluster has GPUs, else CPU actors that leave room for
-    Ray Data's own tasks (a full-CPU pool on a small machine deadlocks silently)."""
-    import ray
-
-    res = ray.cluster_resources()
-    gpus, cpus = res.get("GPU", 0), res.get("CPU", 1)
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
-    if gpus_per_actor > 0:
-        size = actors or max(1, int(gpus / gpus_per_actor))
-        return {"size": size, "num_gpus": gpus_per_actor, "num_cpus": 1.0}
-    size = actors or max(1, int(cpus) - 1)
-    return {"size": size, "num_gpus": 0, "num_cpus": min(1.0, max(0.25, (cpus - 0.5) / size))}

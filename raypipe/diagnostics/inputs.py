@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raypipe import io
-from raypipe.schema import rejects_table
-from raypipe.shard import load_shard
+from raypipe.core import io
+from raypipe.core.schema import rejects_table
+from raypipe.curate.shard import load_shard
 
 COLUMNS = ["id", "source", "problem_id", "problem", "response", "thinking_start", "thinking_end", "branch_ratio"]
 SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()),
@@ -47,7 +46,3 @@ def load_records(uri: str, storage: io.Storage) -> tuple[pa.Table, pa.Table]:
 
 def thinking_of(row: dict) -> str:
     return row["response"][row["thinking_start"]:row["thinking_end"]]
-
-
-def sources_of(table: pa.Table) -> list[str]:
-    return sorted(pc.unique(table.column("source")).to_pylist())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raypipe.lexicon import Lexicon, get_lexicon
+from raypipe.core.lexicon import Lexicon, get_lexicon
 
 LABELS = ("propose", "deduce", "verify", "other")
 UNLABELLED = "unlabelled"

@@ -1,19 +1,31 @@
-"""The step judge on GPUs: vLLM engines through `ray.data.llm`. Each trajectory becomes one row per request;
+"""The `vllm` step-judge backend: vLLM engines through `ray.data.llm`. Each trajectory becomes one row per request;
 the answers are parsed and grouped back into one row per trajectory with the same code as the HTTP backend.
-Needs vLLM on GPU nodes (the `gpu` extra); not exercised by the CPU test suite."""
+Needs vLLM on GPU nodes (the `gpu` extra), imported only when the job runs; not exercised by the CPU test suite."""
 from __future__ import annotations
 
 import json
 
 from raypipe.diagnostics.judge import build_requests, parse_labels
-from raypipe.diagnostics.judge_job import OUT_SCHEMA, JudgeConfig, prepare, result_row
+from raypipe.diagnostics.judge_base import JUDGE_BACKENDS, OUT_SCHEMA, JudgeBackend, prepare, result_row
 
 CARRY = ["id", "source", "problem_id", "error"]
 
 
-def to_requests(row: dict, config: dict) -> list[dict]:
+@JUDGE_BACKENDS.register("vllm")
+class VLLMJudge(JudgeBackend):
+    """--model is a checkpoint path; --actors engine replicas; --batch-size the engine batch."""
+
+    @classmethod
+    def check(cls, config) -> None:
+        if not config.model:
+            raise ValueError("--backend vllm needs --model (a checkpoint path)")
+
+    def label(self, ds):
+        return label_with_vllm(ds, self.config)
+
+
+def to_requests(row: dict, cfg) -> list[dict]:
     """One row per chat request; a trajectory with no steps (or a load error) gives one row with count 0."""
-    cfg = JudgeConfig(**config)
     prep = prepare(row, cfg)
     base = {**{k: row[k] for k in CARRY}, "branch_ratio": prep["branch_ratio"], "n_steps_total": prep["n_steps_total"]}
     reqs = build_requests(row["problem"] or "", prep["steps"], cfg.steps_per_request, cfg.max_step_chars)
@@ -22,7 +34,7 @@ def to_requests(row: dict, config: dict) -> list[dict]:
     return [{**base, "first": q["first"], "count": q["count"], "messages": json.dumps(q["messages"])} for q in reqs]
 
 
-def assemble(rows: list[dict], cfg: JudgeConfig) -> dict:
+def assemble(rows: list[dict], cfg) -> dict:
     """One trajectory's answered request rows (fields of to_requests + answer, answer_error) -> its result row."""
     rows = sorted(rows, key=lambda r: r["first"])
     head = rows[0]
@@ -39,11 +51,11 @@ def assemble(rows: list[dict], cfg: JudgeConfig) -> dict:
     return result_row(head, prep, labels, cfg, parsed, [p.detail for p in parsed if p.status != "ok"])
 
 
-def label_with_vllm(ds, cfg: JudgeConfig):
+def label_with_vllm(ds, cfg):
     import pyarrow as pa
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    requests = ds.flat_map(to_requests, fn_kwargs={"config": cfg.model_dump()})
+    requests = ds.flat_map(to_requests, fn_kwargs={"cfg": cfg})
     sampling = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
     keep = CARRY + ["branch_ratio", "n_steps_total", "first", "count"]
     processor = build_processor(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raypipe.lexicon import Lexicon, get_lexicon
+from raypipe.core.lexicon import Lexicon, get_lexicon
 
 PROBE_VERSION = "loss-probe@1"
 N_DECILES = 10

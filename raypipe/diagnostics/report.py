@@ -6,42 +6,13 @@ import json
 
 import numpy as np
 
-from raypipe import io
-from raypipe.report import png_base64, html_table
-
-STYLE = ("<style>body{font-family:sans-serif;max-width:64em;margin:2em auto}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:.2em .6em}.ok{color:#137333}.no{color:#b3261e}</style>")
-
-
-def fmt(x, pct: bool = False) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.1%}" if pct else f"{x:.3f}"
-    return str(x)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _images(images: dict[str, str]) -> str:
-    return "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
-                   for t, b in images.items())
-
-
-def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>{STYLE}</head>"
-            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+from raypipe.core import io
+from raypipe.core.html import fmt, images, page, png_base64, pyplot
+from raypipe.core.html import table as html_table
 
 
 def loss_plots(summary: dict) -> dict[str, str]:
-    plt = _plt()
+    plt = pyplot()
     edges = np.asarray(summary["loss_edges"])
     sources = [s for s, v in summary["sources"].items() if v["tokens"]]
     out: dict[str, str] = {}
@@ -96,7 +67,7 @@ def loss_html(summary: dict) -> str:
             f"{cfg['routine_threshold']} nats, lexicon <b>{html.escape(cfg['lexicon'])}</b>; {summary['rows']} "
             f"trajectories in {summary['seconds']} s.</p>{html_table(rows, head)}<ul>{defs}</ul>"
             + (f"<h2>Errors</h2><pre>{html.escape(json.dumps(errors, indent=1))}</pre>" if errors else "")
-            + _images(loss_plots(summary))
+            + images(loss_plots(summary))
             + f"<h2>Config</h2><pre>{html.escape(json.dumps(cfg, indent=1))}</pre>")
     return page("raypipe loss probe", body)
 
@@ -106,7 +77,7 @@ def write_loss_report(summary: dict, uri: str, storage: io.Storage) -> None:
 
 
 def judge_plots(summary: dict) -> dict[str, str]:
-    plt = _plt()
+    plt = pyplot()
     sources = [s for s, v in summary["sources"].items() if v["steps"]]
     out: dict[str, str] = {}
     if not sources:
@@ -156,7 +127,7 @@ def judge_html(summary: dict) -> str:
             + (f", prompt {html.escape(summary['prompt_version'])}" if summary.get("prompt_version") else "")
             + f"; {summary['rows']} trajectories in {summary['seconds']} s. Shares are over labelled steps; "
             "transitions count consecutive labelled steps within a trajectory.</p>"
-            + html_table(rows, head) + _images(judge_plots(summary))
+            + html_table(rows, head) + images(judge_plots(summary))
             + f"<h2>Config</h2><pre>{html.escape(json.dumps(summary['config'], indent=1))}</pre>")
     return page("raypipe step judge", body)
 

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from raypipe import io as rio
+from raypipe.core import io as rio
 
 DATA_DIR_ENV = "RAYPIPE_DATA_DIR"
 

@@ -1,9 +1,11 @@
 """Grading a model's outputs with the curation Scorer: the same answer extraction, verifier and structure
-metrics as the batch job (raypipe.scoring), applied to generated samples."""
+metrics as the batch job (raypipe.core.scoring), applied to generated samples."""
 from __future__ import annotations
 
-from raypipe.schema import RowError, normalize_row, records_table
-from raypipe.scoring import Scorer
+from raypipe.core.errors import RowError
+from raypipe.core.formats import normalize_row
+from raypipe.core.schema import records_table
+from raypipe.core.scoring import Scorer
 
 # The scored columns a sample keeps.
 GRADE_FIELDS = ("answer_extracted", "verdict", "verify_detail", "n_steps", "n_branch_steps", "branch_ratio",

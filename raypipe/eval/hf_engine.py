@@ -77,7 +77,7 @@ class HFEngine:
         return out
 
     def info(self) -> dict:
-        from importlib.metadata import version
+        from raypipe.core.versions import package_version
 
-        return {"engine": "transformers", "version": version("transformers"), "torch": version("torch"),
+        return {"engine": "transformers", "version": package_version("transformers"), "torch": package_version("torch"),
                 "dtype": self.dtype, "threads": self.threads or os.cpu_count()}

@@ -4,11 +4,12 @@ from __future__ import annotations
 import html
 import json
 
-from raypipe import io as rio
+from raypipe.core import io as rio
+from raypipe.core.html import images, page, png_base64, pyplot
+from raypipe.core.html import table as html_table
 from raypipe.eval import metrics as mx
 from raypipe.eval.benchmarks import REGISTRY
 from raypipe.eval.stamp import build_stamp
-from raypipe.report import png_base64, html_table
 
 
 def write_results(config, loaded: dict, per: dict, samples: list[dict], info: dict, scorer_versions: dict,
@@ -36,11 +37,7 @@ def _num(x, fmt=".3f") -> str:
 
 
 def plots(results: dict) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     per = {k: v for k, v in results["metrics"].items() if k != "overall" and v.get("problems")}
     out = {}
     if not per:
@@ -90,21 +87,14 @@ def render_report(results: dict) -> str:
                  _num(o.get("mean_branch_ratio")), "", "", ""])
     head = ["benchmark", "problems", "n", "avg@n", "pass@1", "pass@n", "maj@n", "steps", "branch_ratio",
             "unfinished %", "no answer %", "gen. errors"]
-    imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
-                   for t, b in plots(results).items())
     st = results["stamp"]
-    return f"""<!doctype html><html><head><meta charset=utf-8><title>raypipe evaluation report</title>
-<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .6em}}</style></head><body>
-<h1>raypipe evaluation report</h1>
-<p>Model <b>{html.escape(str((st.get('model') or {}).get('path')))}</b>, engine
-{html.escape(str(st['engine'].get('engine')))} {html.escape(str(st['engine'].get('version', '')))};
-accuracies in %.</p>
+    model = html.escape(str((st.get("model") or {}).get("path")))
+    engine = f"{html.escape(str(st['engine'].get('engine')))} {html.escape(str(st['engine'].get('version', '')))}"
+    return page("raypipe evaluation report", f"""<p>Model <b>{model}</b>, engine {engine}; accuracies in %.</p>
 {html_table(rows, head)}
-{imgs}
+{images(plots(results))}
 <h2>Stamp</h2><pre>{html.escape(json.dumps(st, indent=1))}</pre>
-<h2>Run</h2><pre>{html.escape(json.dumps(results.get('run', {}), indent=1))}</pre>
-</body></html>"""
+<h2>Run</h2><pre>{html.escape(json.dumps(results.get('run', {}), indent=1))}</pre>""")
 
 
 def load_results(run: str, storage: rio.Storage) -> dict:

@@ -10,17 +10,14 @@ import time
 import uuid
 from collections import defaultdict
 
-from raypipe import io as rio
+from raypipe.core import io as rio
+from raypipe.core.errors import ConfigMismatch
+from raypipe.core.scoring import Scorer
 from raypipe.eval import benchmarks as bm
 from raypipe.eval import metrics, prompting
 from raypipe.eval.config import EvalConfig
 from raypipe.eval.grading import grade_samples
 from raypipe.eval.sampling import GenRequest, sample_seed
-from raypipe.scoring import Scorer
-
-
-class ConfigMismatch(ValueError):
-    """The output folder holds an evaluation made with other settings."""
 
 
 def load_benchmarks(config: EvalConfig) -> dict[str, bm.LoadedBenchmark]:
@@ -60,7 +57,7 @@ def check_output(config: EvalConfig, storage: rio.Storage) -> None:
                    storage)
 
 
-def plan(config: EvalConfig, loaded: dict[str, bm.LoadedBenchmark], done: dict[str, dict]):
+def pending_samples(config: EvalConfig, loaded: dict[str, bm.LoadedBenchmark], done: dict[str, dict]):
     """(every sample's skeleton by key, the generation requests still needed)."""
     skeletons: dict[str, dict] = {}
     todo: list[GenRequest] = []
@@ -78,18 +75,18 @@ def plan(config: EvalConfig, loaded: dict[str, bm.LoadedBenchmark], done: dict[s
 
 
 def run_eval(config: EvalConfig, backend=None, log=print) -> dict:
-    from raypipe.eval.backends import make_backend
+    from raypipe.eval.backends import BACKENDS
     from raypipe.eval.results import write_results
 
     storage = config.storage()
     loaded = load_benchmarks(config)
     check_output(config, storage)
     done = load_done(config.output, storage)
-    skeletons, todo = plan(config, loaded, done)
+    skeletons, todo = pending_samples(config, loaded, done)
     resumed = sum(1 for k in skeletons if k in done and k not in {r.key for r in todo})
     log(f"eval: {len(skeletons)} samples over {len(loaded)} benchmarks; {resumed} already scored, "
         f"{len(todo)} to generate")
-    backend = backend or make_backend(config)
+    backend = backend or BACKENDS.get(config.backend).from_config(config)
     scorer = Scorer(config.scoring())
     t0 = time.perf_counter()
     generated = failed = 0

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from raypipe.schema import stable_hash
+from raypipe.core.schema import stable_hash
 
 
 class Sampling(BaseModel):

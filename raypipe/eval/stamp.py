@@ -4,21 +4,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-from importlib.metadata import PackageNotFoundError, version
-
 from raypipe import __version__
+from raypipe.core.verify import VERIFIER_VERSION
+from raypipe.core.versions import package_version
 from raypipe.eval import prompting
-from raypipe.verify import VERIFIER_VERSION
 
 FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size + first and last MiB
 _MODEL_FILES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".tiktoken", ".py")
-
-
-def _pkg(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def _file_digest(path: str, h) -> str:
@@ -56,7 +48,7 @@ def build_stamp(config, backend_info: dict, datasets: dict, scorer_versions: dic
         "engine": {k: v for k, v in backend_info.items() if k != "model"},
         "sampling": config.sampling().model_dump(),
         "prompt_template": {"version": config.prompt_version, "text": prompting.TEMPLATES[config.prompt_version]},
-        "verifier": {"version": VERIFIER_VERSION, "math-verify": _pkg("math-verify"),
+        "verifier": {"version": VERIFIER_VERSION, "math-verify": package_version("math-verify"),
                      "timeout_s": config.verify_timeout_s},
         "structure": scorer_versions,
         "datasets": datasets,

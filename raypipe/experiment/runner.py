@@ -1,103 +1,52 @@
 """The paper's study in one command: for each arm, curate -> SFT -> eval, then one results table.
 
 Arms (on one problem set, sources A and B):
-  A-all          source A, every verified-correct trajectory       (curate --rule keep-all)
-  B-all          source B, every verified-correct trajectory       (curate --rule keep-all)
-  A-drop-top     A without its 10 % most branching trajectories    (curate --rule top --drop-top 0.1)
-  A-drop-random  A without a random 10 %                           (curate --rule random --drop-top 0.1)
-  A-delete-steps A with 10 % of each trajectory's steps deleted    (optional; curate --delete-steps 0.1)
+  A-all          source A, every verified-correct trajectory       (curate rule keep-all)
+  B-all          source B, every verified-correct trajectory       (curate rule keep-all)
+  A-drop-top     A without its 10 % most branching trajectories    (curate rule top, drop_top 0.1)
+  A-drop-random  A without a random 10 %                           (curate rule random, drop_top 0.1)
+  A-delete-steps A with 10 % of each trajectory's steps deleted    (optional; curate delete_steps 0.1)
   base           the base model without SFT                        (optional; eval only)
 
 Every stage is a subprocess of the `raypipe` CLI (so a submitted job's children join its cluster through
-RAY_ADDRESS) and is skipped when its completion marker exists: curation's manifest.json, SFT's
-train_summary.json, eval's results.json. A finished stage whose recorded command differs from the current one is
-an error, never silently reused.
+RAY_ADDRESS), given its whole settings as a YAML file, and is skipped when its completion marker exists:
+curation's manifest.json, SFT's train_summary.json, eval's results.json. A finished stage recorded with other
+settings is an error, never silently reused.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
-from raypipe import io
+from raypipe.core import io, settings
+from raypipe.core.errors import ConfigMismatch
+from raypipe.core.settings import Settings, config_hash
+from raypipe.experiment.config import STAGE_MODELS, ExperimentConfig
 
 STAGES = ("curate", "train", "eval")
 MARKERS = {"curate": "manifest.json", "train": "train_summary.json", "eval": "results.json"}
 STAGE_DIRS = {"curate": "curate", "train": "sft", "eval": "eval"}
-STANDARD_ARMS = ("A-all", "B-all", "A-drop-top", "A-drop-random")
-OPTIONAL_ARMS = ("A-delete-steps", "base")
 
 
-class ExperimentConfig(BaseModel):
-    name: str = "branching-study"
-    output: str = Field(description="experiment folder, local or s3://: arms/<arm>/{curate,sft,eval}/ and results.*")
-    model: str = Field("tiny", description="base model: Hugging Face path, s3:// copy, or 'tiny'")
-    benchmarks: list[str] = ["math500", "aime24", "aime25", "beyond_aime", "hmmt25"]
-    source_a: str = Field(description="input of source A (file, folder, glob; local or s3://)")
-    source_b: str = Field(description="input of source B, on the same problems")
-    drop: float = Field(0.10, gt=0, lt=1, description="fraction dropped in the drop arms / steps deleted")
-    seed: int = 0
-    arms: list[str] = list(STANDARD_ARMS)
-    curate: dict[str, Any] = Field(default_factory=dict, description="extra `raypipe curate` flags for every arm")
-    train: dict[str, Any] = Field(default_factory=dict, description="`raypipe train` flags")
-    eval: dict[str, Any] = Field(default_factory=dict, description="`raypipe eval` flags (n, limit, backend, ...)")
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-
-    @field_validator("arms")
-    @classmethod
-    def _known(cls, arms: list[str]) -> list[str]:
-        unknown = [a for a in arms if a not in STANDARD_ARMS + OPTIONAL_ARMS]
-        if unknown:
-            raise ValueError(f"unknown arms {unknown}; known: {', '.join(STANDARD_ARMS + OPTIONAL_ARMS)}")
-        if len(set(arms)) != len(arms):
-            raise ValueError("an arm is listed twice")
-        return arms
-
-    @field_validator("benchmarks", mode="before")
-    @classmethod
-    def _split(cls, v):
-        return [b.strip() for b in v.split(",") if b.strip()] if isinstance(v, str) else v
-
-    def storage(self) -> io.Storage:
-        return io.Storage(self.s3_endpoint, self.s3_region)
-
-
-def load_experiment(path: str, overrides: dict | None = None) -> ExperimentConfig:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ExperimentConfig(**data)
-
-
-def flags(options: dict[str, Any]) -> list[str]:
-    """{"max_len": 256, "pack": True, "benchmarks": ["a", "b"]} -> ["--max-len", "256", "--pack", "--benchmarks", "a,b"]"""
-    out: list[str] = []
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, (list, tuple)):
-            out += [flag, ",".join(str(v) for v in value)]
-        else:
-            out += [flag, str(value)]
-    return out
+class StageFailed(RuntimeError):
+    pass
 
 
 class Stage(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     arm: str
     stage: str
     output: str
-    argv: list[str]
+    settings: Settings  # the command's whole settings model, validated before anything runs
 
     @property
     def marker(self) -> str:
@@ -107,65 +56,89 @@ class Stage(BaseModel):
     def record(self) -> str:
         return io.join(self.output, "_experiment_stage.json")
 
+    def view(self) -> dict:
+        return settings_view(self.settings)
+
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.argv).encode()).hexdigest()[:16]
+        return config_hash(self.view())
+
+
+def settings_view(model: Settings) -> dict:
+    """What identifies a stage's work: every setting but the plugin list."""
+    return model.model_dump(mode="json", exclude={"plugins"})
 
 
 def arm_curation(cfg: ExperimentConfig, arm: str) -> dict[str, Any]:
-    source = cfg.source_b if arm.startswith("B-") else cfg.source_a
-    rule = {"A-drop-top": {"rule": "top", "drop_top": cfg.drop},
+    """The settings an arm's curation stage fixes (they win over the experiment's curate section)."""
+    return {"A-drop-top": {"rule": "top", "drop_top": cfg.drop},
             "A-drop-random": {"rule": "random", "drop_top": cfg.drop, "seed": cfg.seed},
             "A-delete-steps": {"rule": "keep-all", "delete_steps": cfg.drop, "seed": cfg.seed}}.get(arm, {"rule": "keep-all"})
-    return {"input": source, **cfg.curate, **rule}
 
 
-def plan(cfg: ExperimentConfig) -> list[Stage]:
-    """Every stage of every arm, in order, with its full command line."""
+def stages(cfg: ExperimentConfig) -> list[Stage]:
+    """Every stage of every arm, in order, with its full settings."""
     s3 = {"s3_endpoint": cfg.s3_endpoint, "s3_region": cfg.s3_region}
-    stages = []
+    sections = {name: getattr(cfg, name).model_dump(exclude_unset=True) for name in STAGES}
+    out = []
     for arm in cfg.arms:
         root = io.join(cfg.output, "arms", arm)
-        out = {st: io.join(root, STAGE_DIRS[st]) for st in STAGES}
+        dirs = {st: io.join(root, STAGE_DIRS[st]) for st in STAGES}
         model = cfg.model
+        values: dict[str, dict] = {}
         if arm != "base":
-            stages.append(Stage(arm=arm, stage="curate", output=out["curate"], argv=["curate", *flags(
-                {**arm_curation(cfg, arm), "output": out["curate"], **s3})]))
-            stages.append(Stage(arm=arm, stage="train", output=out["train"], argv=["train", *flags(
-                {"seed": cfg.seed, **cfg.train, "data": out["curate"], "model": cfg.model, "output": out["train"],
-                 **s3})]))
-            model = io.join(out["train"], "model")
-        stages.append(Stage(arm=arm, stage="eval", output=out["eval"], argv=["eval", *flags(
-            {"seed": cfg.seed, **cfg.eval, "model": model, "benchmarks": cfg.benchmarks, "output": out["eval"],
-             **s3})]))
-    return stages
-
-
-class StageMismatch(RuntimeError):
-    pass
-
-
-class StageFailed(RuntimeError):
-    pass
+            source = cfg.source_b if arm.startswith("B-") else cfg.source_a
+            values["curate"] = {"seed": cfg.seed, **sections["curate"], **arm_curation(cfg, arm), "input": source,
+                                "output": dirs["curate"], **s3}
+            values["train"] = {"seed": cfg.seed, **sections["train"], "data": dirs["curate"], "model": cfg.model,
+                               "output": dirs["train"], **s3}
+            model = io.join(dirs["train"], "model")
+        values["eval"] = {"seed": cfg.seed, **sections["eval"], "model": model, "benchmarks": cfg.benchmarks,
+                          "output": dirs["eval"], **s3}
+        for st, v in values.items():
+            out.append(Stage(arm=arm, stage=st, output=dirs[st], settings=STAGE_MODELS[st].model_validate(v)))
+    return out
 
 
 def _say(msg: str) -> None:
     print(f"[experiment] {msg}", flush=True)
 
 
+def recorded_view(stage: Stage, record: dict) -> dict | None:
+    """The settings a finished stage recorded; a record from before typed stages holds its command line."""
+    if "settings" in record:
+        return record["settings"]
+    if "argv" in record:  # parse it with today's CLI: what it meant, not how it was spelled
+        from raypipe.cli import build_parser
+
+        try:
+            return settings_view(settings.from_args(build_parser().parse_args(record["argv"])))
+        except (SystemExit, ValueError):
+            return None
+    return None
+
+
 def stage_done(stage: Stage, storage: io.Storage) -> bool:
-    """True when the stage finished with this command; StageMismatch when it finished with another."""
+    """True when the stage finished with these settings; ConfigMismatch when it finished with others."""
     if not io.exists(stage.marker, storage):
         return False
-    record = io.read_text(stage.record, storage)
-    if record is not None and json.loads(record).get("digest") != stage.digest():
-        raise StageMismatch(f"arm {stage.arm}: {stage.stage} in {stage.output} finished with other settings "
-                            f"({json.loads(record).get('argv')}); use another output or remove that folder")
+    text = io.read_text(stage.record, storage)
+    if text is None:
+        return True  # a finished stage with no record is trusted
+    recorded = recorded_view(stage, json.loads(text))
+    if recorded != stage.view():
+        changed = sorted(k for k in set(stage.view()) | set(recorded or {})
+                         if (recorded or {}).get(k) != stage.view().get(k))
+        raise ConfigMismatch(f"arm {stage.arm}: {stage.stage} in {stage.output} finished with other settings "
+                            f"(differing: {', '.join(changed) or 'unreadable record'}); use another output or remove "
+                            "that folder")
     return True
 
 
 def run_stage(stage: Stage, storage: io.Storage) -> None:
-    cmd = [sys.executable, "-m", "raypipe.cli", *stage.argv]
-    _say(f"arm {stage.arm}: {stage.stage} -> {stage.output}\n  $ raypipe {' '.join(stage.argv)}")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"{stage.arm}-{stage.stage}-", delete=False) as f:
+        f.write(settings.to_yaml(stage.settings))
+    cmd = [sys.executable, "-m", "raypipe.cli", stage.stage, "--config", f.name]
+    _say(f"arm {stage.arm}: {stage.stage} -> {stage.output}\n  $ raypipe {stage.stage} --config {f.name}")
     child = subprocess.Popen(cmd)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -181,11 +154,12 @@ def run_stage(stage: Stage, storage: io.Storage) -> None:
         if threading_main():
             signal.signal(signal.SIGTERM, previous)
     if rc != 0:
-        raise StageFailed(f"arm {stage.arm}: {stage.stage} failed with exit status {rc}: raypipe {' '.join(stage.argv)}")
+        raise StageFailed(f"arm {stage.arm}: {stage.stage} failed with exit status {rc}: raypipe {stage.stage} "
+                          f"--config {f.name}")
     if not io.exists(stage.marker, storage):
         raise StageFailed(f"arm {stage.arm}: {stage.stage} exited 0 but wrote no {stage.marker}")
-    io.write_text(json.dumps({"argv": stage.argv, "digest": stage.digest(), "finished": time.time()}),
-                  stage.record, storage)
+    io.write_text(json.dumps({"command": stage.stage, "settings": stage.view(), "digest": stage.digest(),
+                              "finished": time.time()}), stage.record, storage)
 
 
 def threading_main() -> bool:
@@ -194,14 +168,25 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def describe(cfg: ExperimentConfig) -> str:
+    """Every stage with its state and its effective settings, false values included (`--dry-run`)."""
+    storage, lines = cfg.storage(), []
+    for stage in stages(cfg):
+        state = "done" if stage_done(stage, storage) else "to run"
+        lines.append(f"{stage.arm:15s} {stage.stage:7s} {state:7s} raypipe {stage.stage} -> {stage.output}")
+        lines += ["    " + line for line in settings.to_yaml(stage.settings).splitlines()]
+    return "\n".join(lines)
+
+
 def run_experiment(cfg: ExperimentConfig, runner: Callable[[Stage, io.Storage], None] = run_stage) -> dict:
     storage = cfg.storage()
-    stages = plan(cfg)
+    todo = stages(cfg)
     log_uri = io.join(cfg.output, "experiment_log.jsonl")
     events = []
     _say(f"{cfg.name}: {len(cfg.arms)} arms x curate/train/eval -> {cfg.output}")
-    io.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False), io.join(cfg.output, "experiment.yaml"), storage)
-    for stage in stages:
+    io.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), io.join(cfg.output, "experiment.yaml"),
+                  storage)
+    for stage in todo:
         t0 = time.time()
         if stage_done(stage, storage):
             action = "skipped"

@@ -7,7 +7,7 @@ import html
 import io as _io
 import json
 
-from raypipe import io
+from raypipe.core import io
 
 LINKS = {"curation": "curate/report.html", "sft": "sft/train_summary.json", "eval": "eval/report.html"}
 

@@ -8,12 +8,12 @@ import logging
 
 log = logging.getLogger("raypipe.train")
 
-# path -> transformers attn_implementation
+# attention path -> transformers attn_implementation
 IMPLEMENTATIONS = {"flash_varlen": "flash_attention_2", "flex": "flex_attention", "sdpa_block": "sdpa",
                    "padded": "sdpa"}
 
 
-def choose_path(device_type: str, pack: bool, requested: str = "auto") -> str:
+def choose_attention(device_type: str, pack: bool, requested: str = "auto") -> str:
     """The attention path for this device: flex_attention has no backward on CPU, so CPU packs with SDPA."""
     if not pack:
         return "padded"
@@ -26,18 +26,18 @@ def choose_path(device_type: str, pack: bool, requested: str = "auto") -> str:
     return "sdpa_block"
 
 
-def model_inputs(batch: dict, path: str) -> dict:
+def model_inputs(batch: dict, attention: str) -> dict:
     """Keyword arguments for the decoder: input_ids, position_ids and the mask that isolates documents."""
     import torch
 
     ids, pos, doc = batch["input_ids"], batch["position_ids"], batch["doc_ids"]
-    if path == "padded":
+    if attention == "padded":
         return {"input_ids": ids, "position_ids": pos, "attention_mask": batch["attention_mask"]}
-    if path == "flash_varlen":
+    if attention == "flash_varlen":
         # One flat row; transformers derives cu_seqlens from the restarting position_ids.
         return {"input_ids": ids.reshape(1, -1), "position_ids": pos.reshape(1, -1), "attention_mask": None}
     b, n = ids.shape
-    if path == "flex":
+    if attention == "flex":
         from torch.nn.attention.flex_attention import create_block_mask
 
         def same_doc_causal(bi, h, q, kv):
@@ -51,9 +51,9 @@ def model_inputs(batch: dict, path: str) -> dict:
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask[:, None]}
 
 
-def flatten_for(batch: dict, path: str) -> dict:
+def flatten_for(batch: dict, attention: str) -> dict:
     """Labels and per-token tensors laid out like model_inputs' input_ids."""
-    if path != "flash_varlen":
+    if attention != "flash_varlen":
         return batch
     out = dict(batch)
     for k in ("input_ids", "labels", "position_ids", "doc_ids", "token_source", "attention_mask"):

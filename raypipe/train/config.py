@@ -1,47 +1,60 @@
-"""The SFT job's configuration: flags, a YAML file, or both (flags win)."""
+"""The SFT job's settings: `raypipe train`'s flags, its --config YAML, and the experiment's train stage."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
-from raypipe.settings import load_settings
+from pydantic import Field, model_validator
+
+from raypipe.core.settings import Settings
 
 
-class TrainConfig(BaseModel):
-    data: str = Field(description="curated Parquet: a curation output folder (uses curated/) or a Parquet folder/file; local or s3://")
-    model: str = Field(description="a Hugging Face checkpoint path, an s3:// copy of one, or 'tiny'")
-    output: str = Field(description="output folder, local or s3://: model/, train_summary.json, checkpoints")
-    template: str = Field("auto", description="auto (the tokenizer's chat template), chatml or plain")
-    max_len: int = Field(4096, ge=16, description="tokens per packed row / per trajectory")
-    overlong: Literal["drop", "truncate"] = "drop"
-    pack: bool = False
-    attention: str = Field("auto", description="packed isolation path: auto, flash_varlen, flex, sdpa_block")
+class TrainConfig(Settings):
+    data: str = Field(description="curation output folder (uses curated/) or Parquet folder/file; local or s3://")
+    model: str = Field(description="Hugging Face checkpoint path, s3:// copy of one, or 'tiny'")
+    output: str = Field(description="output folder, local or s3://: model/, train_summary.json, metrics.jsonl, ray/ "
+                        "checkpoints")
+    template: Literal["auto", "chatml", "plain"] = Field("auto", description="auto (the tokenizer's chat template), "
+                                                         "chatml, plain")
+    max_len: int = Field(4096, ge=16, description="max tokens per trajectory / packed row")
+    overlong: Literal["drop", "truncate"] = Field("drop", description="rows longer than --max-len: drop or truncate "
+                                                  "them (counted either way)")
+    pack: bool = Field(False, description="pack trajectories into rows of --max-len tokens, isolated per document")
+    attention: Literal["auto", "flash_varlen", "flex", "sdpa_block"] = Field(
+        "auto", description="packed isolation path (auto: flash_varlen with flash-attn, else flex on GPU, sdpa_block "
+        "on CPU)")
     micro_batch_size: int = Field(1, ge=1, description="rows per micro-batch per worker")
-    grad_accum: int = Field(1, ge=1)
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (also sets the schedule)")
-    lr: float = Field(1e-5, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    zero: int = Field(2, ge=0, le=3)
-    deepspeed_config: str | None = Field(None, description="a DeepSpeed JSON; replaces the generated one ('auto' values filled)")
-    optimizer: Literal["torch-adamw", "fused-adam", "cpu-adam"] = "torch-adamw"
-    gradient_checkpointing: bool = True
-    loss_chunk_tokens: int = Field(4096, ge=64)
-    seed: int = 0
-    num_workers: int = Field(2, ge=1)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    cpus_per_worker: float = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    epochs: int = Field(1, ge=1, description="passes over the data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (also sets the "
+                                  "schedule)")
+    lr: float = Field(1e-5, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr x this")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the steps spent warming the learning rate "
+                                "up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0: none)")
+    zero: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0, 1, 2 or 3)")
+    deepspeed_config: str | None = Field(None, description="DeepSpeed JSON replacing the generated config ('auto' "
+                                         "values filled)")
+    optimizer: Literal["torch-adamw", "fused-adam", "cpu-adam"] = Field(
+        "torch-adamw", description="torch-adamw (builds nothing), fused-adam (DeepSpeed's, GPU), cpu-adam "
+        "(DeepSpeed's, for CPU offload)")
+    gradient_checkpointing: bool = Field(True, description="recompute activations in the backward pass (less "
+                                         "memory, more compute)")
+    loss_chunk_tokens: int = Field(4096, ge=64, description="tokens per chunk of the output projection + loss (the "
+                                   "full logits are never materialised)")
+    seed: int = Field(0, description="seed of the data order and of torch's random state")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker (0: train on CPU)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker")
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
-    storage: str | None = Field(None, description="Ray Train storage_path for checkpoints (default: <output>/ray)")
-    run_name: str = "sft"
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (the latest ones)")
+    storage: str | None = Field(None, description="Ray Train storage_path for checkpoints (default <output>/ray)")
+    run_name: str = Field("sft", description="Ray Train run name (a restart with the same name resumes)")
     max_failures: int = Field(0, ge=0, description="worker-group restarts Ray Train attempts within this run")
     fault_at_step: int | None = Field(None, description="testing: rank 0 kills itself (SIGKILL) after this step")
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    s3_region: str | None = Field(None, description="S3 region")
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)")
 
     @model_validator(mode="after")
@@ -53,7 +66,3 @@ class TrainConfig(BaseModel):
     @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
-
-
-def load_train_config(path: str | None, overrides: dict) -> TrainConfig:
-    return load_settings(TrainConfig, path, overrides)

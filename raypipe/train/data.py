@@ -12,7 +12,7 @@ COLUMNS = ("problem", "response", "source", "decision")
 
 def resolve_data(uri: str, storage) -> str:
     """A curation output folder means its curated/ part."""
-    from raypipe.io import exists, join
+    from raypipe.core.io import exists, join
 
     return join(uri, "curated") if exists(join(uri, "curated"), storage) else uri
 

@@ -25,10 +25,10 @@ def run_train(cfg) -> dict:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raypipe.io import Storage, join, read_text, write_text
+    from raypipe.core.io import Storage, join, read_text, write_text
     from raypipe.ray_env import ensure_ray
     from raypipe.tiny import load_tokenizer
-    from raypipe.train.attention import choose_path
+    from raypipe.train.attention import choose_attention
     from raypipe.train.data import prepare, resolve_data, source_names
     from raypipe.train.ds_config import deepspeed_config
     from raypipe.train.render import split_prompt_response
@@ -42,10 +42,10 @@ def run_train(cfg) -> dict:
     sources = source_names(resolve_data(cfg.data, storage), storage)
     ds, data_stats = prepare(cfg, model_path, storage, sources)
     spe, total = plan_steps(data_stats["train_rows"], cfg)
-    path = choose_path("cuda" if cfg.use_gpu else "cpu", cfg.pack, cfg.attention)
+    attention = choose_attention("cuda" if cfg.use_gpu else "cpu", cfg.pack, cfg.attention)
     ds_cfg = deepspeed_config(cfg, total, cfg.use_gpu)
     log.warning("raypipe train: %d rows -> %d steps (%d per epoch), attention %s", data_stats["train_rows"], total,
-                spe, path)
+                spe, attention)
 
     ckpt_uri = cfg.storage or join(cfg.output, "ray")
     fs, ckpt_path = storage.filesystem(ckpt_uri)
@@ -55,8 +55,8 @@ def run_train(cfg) -> dict:
         env["DS_ACCELERATOR"] = "cpu"
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train": cfg.model_dump(), "plan": {
-            "attention": path, "deepspeed": ds_cfg, "total_steps": total, "steps_per_epoch": spe,
+        train_loop_config={"train": cfg.model_dump(), "derived": {
+            "attention": attention, "deepspeed": ds_cfg, "total_steps": total, "steps_per_epoch": spe,
             "sources": sources}},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -82,7 +82,7 @@ def run_train(cfg) -> dict:
         "per_source_loss": {k[5:]: v for h in history for k, v in h.items() if k.startswith("loss/")},  # latest
         "resumed_from_step": metrics.get("start_step"), "metrics_log": join(cfg.output, "metrics.jsonl"),
         "model_path": join(cfg.output, "model"), "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        "attention": path, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",
+        "attention": attention, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",
         "num_workers": cfg.num_workers, "data": data_stats, "sources": sources,
         "seconds": round(time.time() - t0, 1), "config": cfg.model_dump(),
     }

@@ -129,7 +129,7 @@ def _identity(t):
     return t
 
 
-def train_step(engine, micro_batches: list[dict], path: str, device, reduce: Callable = _identity,
+def train_step(engine, micro_batches: list[dict], attention: str, device, reduce: Callable = _identity,
                n_sources: int = 1, flops_fn: Callable | None = None) -> StepStats:
     """One optimizer step over `micro_batches` (this rank's share). `reduce` sums a tensor over ranks."""
     t0 = time.perf_counter()
@@ -141,9 +141,9 @@ def train_step(engine, micro_batches: list[dict], path: str, device, reduce: Cal
     real = slots = 0
     flops = 0.0
     for batch in micro_batches:
-        batch = flatten_for(batch, path)
+        batch = flatten_for(batch, attention)
         tensors = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-        kw = model_inputs(tensors, path)
+        kw = model_inputs(tensors, attention)
         token_loss = engine.forward(input_ids=kw["input_ids"], labels=tensors["labels"],
                                     position_ids=kw["position_ids"], attention_mask=kw["attention_mask"])
         engine.backward(token_loss.sum() / denom * engine.loss_factor)
@@ -172,7 +172,7 @@ def train_step(engine, micro_batches: list[dict], path: str, device, reduce: Cal
     )
 
 
-def train_loop(engine, micro_batches: Iterable[dict], accum: int, path: str, device, max_steps: int,
+def train_loop(engine, micro_batches: Iterable[dict], accum: int, attention: str, device, max_steps: int,
                start_step: int = 0, reduce: Callable = _identity, n_sources: int = 1,
                flops_fn: Callable | None = None, on_step: Callable[[int, StepStats], None] | None = None) -> int:
     """Steps until max_steps or the micro-batches run out (a last partial accumulation group is not stepped).
@@ -183,7 +183,7 @@ def train_loop(engine, micro_batches: Iterable[dict], accum: int, path: str, dev
         group = [b for _, b in zip(range(accum), it)]
         if len(group) < accum:
             break
-        stats = train_step(engine, group, path, device, reduce, n_sources, flops_fn)
+        stats = train_step(engine, group, attention, device, reduce, n_sources, flops_fn)
         step += 1
         if on_step is not None:
             on_step(step, stats)

@@ -30,7 +30,7 @@ def local_model_path(model: str, storage) -> str:
     """'tiny' is built locally; an s3:// checkpoint is copied once into a local cache."""
     import pyarrow.fs as pafs
 
-    from raypipe.schema import stable_hash
+    from raypipe.core.schema import stable_hash
     from raypipe.tiny import default_dir, resolve_model
 
     if not model.startswith("s3://"):
@@ -77,7 +77,7 @@ class MetricsLog:
         self.uri, self.storage, self.active, self.rows = uri, storage, rank == 0, []
 
     def resume(self, step: int) -> None:
-        from raypipe.io import read_text
+        from raypipe.core.io import read_text
 
         text = read_text(self.uri, self.storage) if self.active else None
         self.rows = [r for r in map(json.loads, (text or "").splitlines()) if r["step"] <= step]
@@ -87,7 +87,7 @@ class MetricsLog:
             self.rows.append(metrics)
 
     def flush(self) -> None:
-        from raypipe.io import write_text
+        from raypipe.core.io import write_text
 
         if self.active:
             write_text("".join(json.dumps(r) + "\n" for r in self.rows), self.uri, self.storage)
@@ -100,14 +100,14 @@ def train_worker(config: dict) -> None:
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
-    from raypipe.io import Storage, join
+    from raypipe.core.io import Storage, join
     from raypipe.tiny import load_tokenizer
     from raypipe.train.attention import IMPLEMENTATIONS
     from raypipe.train.config import TrainConfig
     from raypipe.train.step import CausalLMLoss, DeepSpeedEngine, cosine_lambda, mfu, model_flops_fn, peak_flops, train_loop
 
     cfg = TrainConfig(**config["train"])
-    plan = config["plan"]
+    derived = config["derived"]  # what the driver worked out: attention path, DeepSpeed config, step counts
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
@@ -117,21 +117,21 @@ def train_worker(config: dict) -> None:
     else:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
-    path = plan["attention"]
+    attention = derived["attention"]
     if rank == 0:
-        log.warning("raypipe train: attention path %s (%s), ZeRO-%d, %s", path, IMPLEMENTATIONS[path], cfg.zero,
-                    "bf16" if cfg.use_gpu else "fp32")
+        log.warning("raypipe train: attention path %s (%s), ZeRO-%d, %s", attention, IMPLEMENTATIONS[attention],
+                    cfg.zero, "bf16" if cfg.use_gpu else "fp32")
 
     model_path = local_model_path(cfg.model, storage)
     tokenizer = load_tokenizer(model_path)
-    ds_cfg = plan["deepspeed"]
+    ds_cfg = derived["deepspeed"]
     dtype = torch.bfloat16 if cfg.use_gpu else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=IMPLEMENTATIONS[path], dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=IMPLEMENTATIONS[attention], dtype=dtype)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     module = CausalLMLoss(model, cfg.loss_chunk_tokens)
-    total = plan["total_steps"]
+    total = derived["total_steps"]
     schedule = cosine_lambda(total, int(cfg.warmup_ratio * total), cfg.min_lr_ratio)
     ds_engine, *_ = deepspeed.initialize(
         model=module, model_parameters=[p for p in module.parameters() if p.requires_grad], config=ds_cfg,
@@ -157,8 +157,8 @@ def train_worker(config: dict) -> None:
 
     flops_fn = model_flops_fn(model.config)
     peak = peak_flops(device)
-    spe = plan["steps_per_epoch"]
-    sources = plan["sources"]
+    spe = derived["steps_per_epoch"]
+    sources = derived["sources"]
     last: dict = {}
 
     def on_step(step: int, stats) -> None:
@@ -192,7 +192,7 @@ def train_worker(config: dict) -> None:
         skip = (step - epoch * spe) * cfg.grad_accum
         rows = ray.train.get_dataset_shard("train").iter_rows()
         batches = micro_batches(rows, cfg.micro_batch_size, tokenizer.pad_token_id, skip)
-        step = train_loop(engine, batches, cfg.grad_accum, path, device, min(total, (epoch + 1) * spe), step,
+        step = train_loop(engine, batches, cfg.grad_accum, attention, device, min(total, (epoch + 1) * spe), step,
                           reduce, len(sources), flops_fn, on_step)
     if step >= total:
         export_model(engine, tokenizer, cfg.zero, join(cfg.output, "model"), storage, rank)

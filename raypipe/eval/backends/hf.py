@@ -1,15 +1,19 @@
 """`hf` backend: transformers generate in this process (CPU, small models)."""
 from __future__ import annotations
 
+from raypipe.eval.backends.base import BACKENDS, Backend
 from raypipe.eval.hf_engine import HFEngine
 from raypipe.eval.sampling import GenRequest, GenResult, Sampling
 
 
-class HFBackend:
-    name = "hf"
-
+@BACKENDS.register("hf")
+class HFBackend(Backend):
     def __init__(self, model: str, batch_size: int = 8, dtype: str = "float32"):
         self.engine = HFEngine(model, dtype=dtype, max_batch=batch_size)
+
+    @classmethod
+    def from_config(cls, config) -> "HFBackend":
+        return cls(config.model, batch_size=config.batch_size, dtype=config.dtype)
 
     def setup(self) -> "HFBackend":
         self.engine.setup()

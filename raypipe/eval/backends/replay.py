@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from raypipe import io as rio
+from raypipe.core import io as rio
+from raypipe.core.schema import problem_id
+from raypipe.eval.backends.base import BACKENDS, Backend
 from raypipe.eval.sampling import GenRequest, GenResult, Sampling
-from raypipe.schema import problem_id
 
 
-class ReplayBackend:
-    name = "replay"
-
+@BACKENDS.register("replay")
+class ReplayBackend(Backend):
     def __init__(self, responses: list[str] | None, storage: rio.Storage):
         if not responses:
             raise ValueError("the replay backend needs --responses FILE_OR_FOLDER (problem + response fields)")
@@ -19,6 +19,10 @@ class ReplayBackend:
         self.storage = storage
         self.by_problem: dict[str, list[dict]] = defaultdict(list)
         self.files: list[str] = []
+
+    @classmethod
+    def from_config(cls, config) -> "ReplayBackend":
+        return cls(config.responses, config.storage())
 
     def setup(self) -> "ReplayBackend":
         for uri in self.uris:

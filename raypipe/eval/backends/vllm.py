@@ -5,7 +5,7 @@ Tensor parallelism and the number of engine replicas are configurable. vLLM is a
 """
 from __future__ import annotations
 
-
+from raypipe.eval.backends.base import BACKENDS, Backend
 from raypipe.eval.sampling import GenRequest, GenResult, Sampling
 
 
@@ -15,9 +15,8 @@ def _have_gpu() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-class VLLMBackend:
-    name = "vllm"
-
+@BACKENDS.register("vllm")
+class VLLMBackend(Backend):
     def __init__(self, model: str, tensor_parallel: int = 1, replicas: int = 1, batch_size: int = 8,
                  dtype: str = "auto", max_model_len: int | None = None, engine_kwargs: dict | None = None):
         self.model = model
@@ -28,6 +27,12 @@ class VLLMBackend:
         self.max_model_len = max_model_len
         self.engine_kwargs = dict(engine_kwargs or {})
         self.cpu = False
+
+    @classmethod
+    def from_config(cls, config) -> "VLLMBackend":
+        return cls(config.model, tensor_parallel=config.tensor_parallel, replicas=config.replicas,
+                   batch_size=config.batch_size, dtype=config.dtype, max_model_len=config.max_model_len,
+                   engine_kwargs=config.engine_kwargs)
 
     def setup(self) -> "VLLMBackend":
         try:

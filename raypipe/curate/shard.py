@@ -1,6 +1,6 @@
 """One input shard to normalised records and rejects (no Ray here: the pipeline runs this inside actors).
 
-The columnar path (raypipe.columnar) handles whole flat-layout files; the row path handles everything else,
+The columnar path (raypipe.core.columnar) handles whole flat-layout files; the row path handles everything else,
 including files with malformed lines, where each bad row becomes a reject with its raw text.
 """
 from __future__ import annotations
@@ -14,17 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raypipe.columnar import normalize_flat_table, read_jsonl_table
-from raypipe.io import RawRow, Storage, parse_jsonl, read_bytes
-from raypipe.schema import (
-    LayoutError,
-    RowError,
-    detect_layout,
-    dominant_markup,
-    normalize_row,
-    records_table,
-    rejects_table,
-)
+from raypipe.core.columnar import read_jsonl_table
+from raypipe.core.errors import LayoutError, RowError
+from raypipe.core.formats import FORMATS, detect_format
+from raypipe.core.io import RawRow, Storage, parse_jsonl, read_bytes
+from raypipe.core.schema import dominant_markup, records_table, rejects_table
 
 MAX_RESPONSE_CHARS = 16 << 20
 MIN_RECORD_BYTES = 16  # no record line is shorter; a shorter (blank) line sends the file to the row path
@@ -44,7 +38,7 @@ def file_layout(rows: list[RawRow], uri: str) -> str | None:
         if isinstance(r.value, dict):
             seen_keys.update(r.value.keys())
             try:
-                votes[detect_layout(r.value.keys())] += 1
+                votes[detect_format(r.value.keys())] += 1
             except LayoutError:
                 pass
     if votes:
@@ -52,7 +46,7 @@ def file_layout(rows: list[RawRow], uri: str) -> str | None:
     if not seen_keys:
         return None
     try:
-        detect_layout(seen_keys)
+        detect_format(seen_keys)
     except LayoutError as e:
         raise LayoutError(f"{uri}: {e}") from None
     return None
@@ -85,7 +79,7 @@ def _columnar(uri: str, storage: Storage, data: bytes | None):
         raw = lambda i: data[lines[i, 0]:lines[i, 1]].decode("utf-8", "replace")  # noqa: E731
     if table.num_rows == 0:
         return None
-    got = normalize_flat_table(table, default_source, uri)
+    got = FORMATS.create("flat").normalize_table(table, default_source, uri)
     if got is None:
         return None
     records, bad = got
@@ -118,6 +112,7 @@ def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_char
     else:
         rows = list(parse_jsonl(data))
     layout = file_layout(rows, uri)
+    fmt = FORMATS.create(layout) if layout else None
     default_source = posixpath.basename(uri).split(".")[0]
     good, bad = [], []
     for r in rows:
@@ -125,9 +120,9 @@ def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_char
             bad.append({"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": r.error})
             continue
         try:
-            if layout is None:
+            if fmt is None:
                 raise RowError("record is not an object")
-            rec = normalize_row(r.value, layout, default_source, uri, r.index)
+            rec = fmt.normalize(r.value, default_source, uri, r.index)
             if len(rec["response"]) > max_response_chars:
                 raise RowError(f"response of {len(rec['response'])} chars is over the limit of {max_response_chars}")
             good.append(rec)
@@ -137,6 +132,6 @@ def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_char
     markup = dominant_markup([g["source"] for g in good], [g["markup"] for g in good])
     if markup:
         by_index = {r.index: r for r in rows}
-        good = [normalize_row(by_index[g["row"]].value, layout, default_source, uri, g["row"], markup)
+        good = [fmt.normalize(by_index[g["row"]].value, default_source, uri, g["row"], markup)
                 if g["markup"] == "plain" and g["source"] in markup else g for g in good]
     return records_table(good), rejects_table(bad), len(rows)

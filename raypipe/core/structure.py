@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe.lexicon import Lexicon
+from raypipe.core.lexicon import Lexicon
 
 SEGMENTERS = {
     "blank": r"\n[ \t\r]*\n",  # paragraphs separated by a blank line
@@ -81,13 +81,6 @@ def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter:
         "n_tokens": pa.array(resp_tokens.astype(np.int64)),
         "thinking_tokens": pa.array(think_tokens.astype(np.int64)),
     }
-
-
-def marker_counts(thinking: pa.Array, lexicon: Lexicon) -> pa.StructArray:
-    """Occurrences of each marker of the lexicon, one struct field per marker."""
-    thinking = pc.fill_null(thinking, "")
-    cols = {m: pc.count_substring_regex(thinking, p).cast(pa.int64()) for m, p in lexicon.single_patterns().items()}
-    return pa.StructArray.from_arrays(list(cols.values()), names=list(cols))
 
 
 def measure_python(text: str, lexicon: Lexicon, segmenter: str = "blank") -> dict:

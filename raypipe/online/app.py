@@ -1,4 +1,4 @@
-"""The online scorer as a Ray Serve application: FastAPI routes around raypipe.online.OnlineScorer.
+"""The online scorer as a Ray Serve application: FastAPI routes around raypipe.online.scorer.OnlineScorer.
 
 Concurrent single requests are gathered by `@serve.batch` and scored together; scoring (and the verifier's
 bounded worker processes) runs on `scoring_threads` executor threads per replica, never on the event loop.
@@ -22,14 +22,16 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve import metrics
 
-from raypipe import __version__, io
-from raypipe.online import OnlineScorer, ScoreResult, Trajectory, load_plan
-from raypipe.report import versions as current_versions
+from raypipe import __version__
+from raypipe.core import io
+from raypipe.online.config import ServeSettings
+from raypipe.online.scorer import OnlineScorer, ScoreResult, Trajectory, load_run
+from raypipe.core.versions import versions as current_versions
 
 TOKEN_ENV = "RAYPIPE_API_TOKEN"
 APP_NAME = "raypipe-scorer"
@@ -37,36 +39,9 @@ DEPLOYMENT_NAME = "scorer"
 ROUTES = ("/v1/score", "/v1/score/batch", "/v1/config", "/healthz", "/openapi.json", "/docs")
 SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
 REJECTED = (401, 413, 422, 503)
-OTHER_SOURCE = "other"
+OTHER_SOURCE = "other"  # the decisions metric's source label for sources the manifest does not name
 BACKSTOP = 16
-QUEUE_DEPTH_PERIOD_S = 1.0  # the decisions metric's source label for sources the manifest does not name
-
-
-class ServeSettings(BaseModel):
-    """Everything the scoring application is configured with (`raypipe serve` flags, or `args:` in serve/config.yaml)."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error, not a silent default
-
-    manifest: str = Field(description="a curation run's manifest.json, or its output folder; local or s3://")
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-    allow_version_mismatch: bool = Field(False, description="serve a manifest written by other lexicon/verifier versions")
-    default_source: str = Field("online", description="source of rows that name none (gets the default threshold)")
-    max_item_bytes: int = Field(8 << 20, gt=0, description="body limit of /v1/score (413 above it)")
-    max_batch_items: int = Field(256, gt=0, description="most items in one /v1/score/batch request")
-    max_batch_bytes: int = Field(64 << 20, gt=0, description="body limit of /v1/score/batch")
-    batch_size: int = Field(32, gt=0, description="@serve.batch: most single requests scored together")
-    batch_wait_s: float = Field(0.002, ge=0, description="@serve.batch: how long a batch waits to fill")
-    verify_workers: int = Field(1, ge=1, description="verifier worker processes per scoring thread")
-    scoring_threads: int = Field(2, ge=1, description="threads that score at once in a replica, each with its own "
-                                 "Scorer: Arrow's kernels release the GIL, so large batches overlap on two cores")
-    replicas: int = Field(1, ge=1)
-    replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica (its verifier workers run inside)")
-    max_ongoing_requests: int = Field(64, gt=0, description="scoring requests a replica holds at once")
-    max_queued_requests: int = Field(256, ge=-1, description="requests a replica queues beyond those; then 503 "
-                                     "with Retry-After (-1: no limit)")
-    retry_after_s: float = Field(1.0, ge=0, description="Retry-After on 503")
-    access_log: bool = Field(False, description="Serve's per-request log lines (metrics count requests either way)")
+QUEUE_DEPTH_PERIOD_S = 1.0
 
 
 api = FastAPI(title="raypipe scorer", version=__version__, description=(
@@ -304,13 +279,13 @@ class ScorerService:
     def __init__(self, settings: dict):
         self.settings = ServeSettings(**settings)
         s = self.settings
-        self.plan = load_plan(s.manifest, io.Storage(s.s3_endpoint, s.s3_region), s.verify_workers,
+        self.run = load_run(s.manifest, io.Storage(s.s3_endpoint, s.s3_region), s.verify_workers,
                               s.allow_version_mismatch)
         self.scorers: queue.SimpleQueue[OnlineScorer] = queue.SimpleQueue()  # an OnlineScorer serves one thread
         for _ in range(s.scoring_threads):
-            self.scorers.put(OnlineScorer(self.plan, s.default_source).setup())
+            self.scorers.put(OnlineScorer(self.run, s.default_source).setup())
         self.pool = ThreadPoolExecutor(max_workers=s.scoring_threads, thread_name_prefix="scorer")
-        self.runtime = Runtime(s, os.environ.get(TOKEN_ENV), set(self.plan.policy.thresholds))
+        self.runtime = Runtime(s, os.environ.get(TOKEN_ENV), set(self.run.policy.thresholds))
         Runtime.current = self.runtime
         self._score_batched.set_max_batch_size(s.batch_size)
         self._score_batched.set_batch_wait_timeout_s(s.batch_wait_s)
@@ -361,7 +336,7 @@ class ScorerService:
     async def config(self) -> dict:
         """The lexicon, proxy, thresholds and versions this replica decides with, and the manifest they came from."""
         s = self.settings
-        return {**self.plan.describe(), "versions": current_versions(self.plan.scoring.lexicon),
+        return {**self.run.describe(), "versions": current_versions(self.run.scoring.lexicon, self.run.scoring.grader),
                 "limits": {"max_item_bytes": s.max_item_bytes, "max_batch_items": s.max_batch_items,
                            "max_batch_bytes": s.max_batch_bytes},
                 "batching": {"batch_size": s.batch_size, "batch_wait_s": s.batch_wait_s},
@@ -369,7 +344,7 @@ class ScorerService:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "manifest": self.plan.uri, "config_hash": self.plan.config_hash}
+        return {"status": "ok", "manifest": self.run.uri, "config_hash": self.run.config_hash}
 
 
 def build_app(settings: ServeSettings, api_token: str | None = None):
@@ -380,13 +355,14 @@ def build_app(settings: ServeSettings, api_token: str | None = None):
     actor_options: dict = {"num_cpus": settings.replica_cpus}
     if token:
         actor_options["runtime_env"] = {"env_vars": {TOKEN_ENV: token}}
-    # The replica admits requests itself (Runtime.admit: counted, 503 + Retry-After); Serve's own limits sit above
-    # it as a backstop, so a request Serve turns away never goes uncounted.
+    # The replica admits requests itself (Runtime.admit: counted, 503 + Retry-After). Serve's own limits must never
+    # turn a request away first (it would go uncounted): no queue limit (with direct ingress Serve counts a request
+    # as queued until it starts, and a burst would fill a small queue), and concurrency above the replica's limit.
     admitted = settings.max_ongoing_requests + max(0, settings.max_queued_requests)
     return ScorerService.options(
         num_replicas=settings.replicas,
         max_ongoing_requests=admitted + BACKSTOP,
-        max_queued_requests=-1 if settings.max_queued_requests < 0 else BACKSTOP,
+        max_queued_requests=-1,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
         ray_actor_options=actor_options,
         logging_config={"enable_access_log": settings.access_log},

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from raypipe.schema import (
+from raypipe.core.schema import (
     ANSWER_KEYS,
     PROBLEM_KEYS,
     RECORD_SCHEMA,

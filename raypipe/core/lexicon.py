@@ -30,10 +30,6 @@ class Lexicon:
         alts = "|".join(self.marker_pattern(m) for m in self.markers)
         return ("" if self.case_sensitive else "(?i)") + f"(?:{alts})"
 
-    def single_patterns(self) -> dict[str, str]:
-        prefix = "" if self.case_sensitive else "(?i)"
-        return {m: prefix + self.marker_pattern(m) for m in self.markers}
-
 
 LEXICONS: dict[str, Lexicon] = {
     # The paper's keyword proxy (arXiv 2604.01702): steps that open an alternative.

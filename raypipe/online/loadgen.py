@@ -1,4 +1,4 @@
-"""Bounded HTTP load against the scoring endpoint, through raypipe.client with retries off.
+"""Bounded HTTP load against the scoring endpoint, through raypipe.online.client with retries off.
 
 `closed_loop` measures what a server sustains (a few clients, each sending its next request when the last one is
 answered); `fixed_rate` is an open loop: POSTs sent on schedule whether or not earlier ones have answered, up to
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from raypipe.client import AsyncScoringClient
-from raypipe.http import RetryPolicy
+from raypipe.online.client import AsyncScoringClient
+from raypipe.core.http import RetryPolicy
 
 NO_RETRIES = RetryPolicy(retries=0)
 

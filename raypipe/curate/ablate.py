@@ -6,7 +6,7 @@ import re
 
 import pyarrow as pa
 
-from raypipe.structure import segment_pattern
+from raypipe.core.structure import segment_pattern
 
 
 def delete_steps(response: str, start: int, end: int, fraction: float, seed: str, segmenter: str = "blank") -> tuple[str, int, int]:

@@ -165,7 +165,7 @@ class _Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raypipe.verify", str(to_child_r), str(from_child_w), str(memory_limit),
+            [sys.executable, "-m", "raypipe.core.verify", str(to_child_r), str(from_child_w), str(memory_limit),
              str(timeout_s)],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, close_fds=True,
         )
@@ -294,6 +294,6 @@ class Verifier:
                 del busy[slot]
 
 
-if __name__ == "__main__":  # the worker subprocess: python -m raypipe.verify READ_FD WRITE_FD MEMORY_LIMIT TIMEOUT_S
+if __name__ == "__main__":  # the worker subprocess: python -m raypipe.core.verify READ_FD WRITE_FD MEMORY_LIMIT TIMEOUT_S
     _worker_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
                  int(sys.argv[3]), float(sys.argv[4]))

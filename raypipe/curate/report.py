@@ -1,38 +1,21 @@
 """manifest.json and report.html (with embedded PNG plots) for a curation run."""
 from __future__ import annotations
 
-import base64
 import html
-import io as _io
 import json
 from collections import Counter, defaultdict
-from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pyarrow as pa
 
-from raypipe import __version__
-from raypipe import io as rio
-from raypipe.lexicon import get_lexicon
-from raypipe.schema import SCHEMA_VERSION
-from raypipe.select import Policy
-from raypipe.verify import VERDICTS, VERIFIER_VERSION
+from raypipe.core import io as rio
+from raypipe.core.html import STYLE, images, png_base64, pyplot, table
+from raypipe.core.policy import Policy
+from raypipe.core.proxies import PROXIES
+from raypipe.core.verify import VERDICTS
+from raypipe.core.versions import versions
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
-
-
-def _pkg(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def versions(lexicon: str) -> dict:
-    lx = get_lexicon(lexicon)
-    return {"raypipe": __version__, "ray": _pkg("ray"), "math-verify": _pkg("math-verify"), "pyarrow": _pkg("pyarrow"),
-            "lexicon": lx.tag, "lexicon_markers": list(lx.markers), "verifier": VERIFIER_VERSION,
-            "schema": SCHEMA_VERSION}
 
 
 def build_manifest(config, inputs: list[str], stats: list[dict], ranks: pa.Table | None, policy: Policy,
@@ -69,7 +52,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], ranks: pa.Table
         "config": config.model_dump(),
         "config_hash": config.hash(),
         "policy": json.loads(policy.model_dump_json()),
-        "versions": versions(config.lexicon),
+        "versions": versions(config.lexicon, config.grader),
         "inputs": [{"uri": s["uri"], "rows": s["input"], "rejected": s["rejected"]} for s in stats],
         "synthetic_input": config.synthetic,
         "timing": {"seconds": round(seconds, 3), "response_bytes": total_bytes,
@@ -78,21 +61,8 @@ def build_manifest(config, inputs: list[str], stats: list[dict], ranks: pa.Table
     }
 
 
-def png_base64(fig) -> str:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     d = ranks.select(["source", "verdict", "branch_ratio", "n_steps", "n_tokens"]).to_pydict()
     sources = sorted(set(d["source"]))
     out = {}
@@ -103,7 +73,7 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
         ax.hist([r for r, _ in rows], bins=bins, color="#bbccee", label="all rows")
         ax.hist([r for r, v in rows if v == "correct"], bins=bins, color="#4477aa", label="verified correct")
         th = policy.thresholds.get(s)
-        if th is not None and policy.rule == "top" and policy.proxy == "keyword-share":
+        if th is not None and policy.rule == "top" and PROXIES.get(policy.proxy).label == "branch_ratio":
             ax.axvline(th.score, color="#cc3311", linestyle="--", label=f"drop >= {th.score:.3f}")
         ax.legend(fontsize=8)
         ax.set_title(s, fontsize=9)
@@ -135,13 +105,7 @@ def plots(ranks: pa.Table, policy: Policy) -> dict[str, str]:
     return out
 
 
-def html_table(rows: list[list], head: list[str]) -> str:
-    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{b}</table>"
-
-
-def render_html(manifest: dict, images: dict[str, str]) -> str:
+def render_html(manifest: dict, figures: dict[str, str]) -> str:
     c = manifest["counts"]
     banner = ("<p class=warn><b>Synthetic input:</b> this run used a generated sample, not real trajectories.</p>"
               if manifest.get("synthetic_input") else "")
@@ -149,17 +113,15 @@ def render_html(manifest: dict, images: dict[str, str]) -> str:
                    f"{v['threshold']['score']:.4f}" if v["threshold"] else "-",
                    f"{v['branch_ratio_quantiles'].get('p50', float('nan')):.3f}"]
                   for s, v in manifest["by_source"].items()]
-    imgs = "".join(f"<h3>{html.escape(t)}</h3><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
-                   for t, b in images.items())
+    imgs = images(figures)
     return f"""<!doctype html><html><head><meta charset=utf-8><title>raypipe curation report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .6em}}.warn{{background:#fee;padding:.5em}}</style></head><body>
+{STYLE}</head><body>
 <h1>raypipe curation report</h1>{banner}
 <p>{c['input']} input rows = {c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected
 ({'balanced' if manifest['balanced'] else 'NOT BALANCED'}). Rule <b>{manifest['policy']['rule']}</b>,
 proxy <b>{manifest['policy']['proxy']}</b>, drop {manifest['policy']['drop_top']:.0%} per source;
 {html.escape(manifest['rounding'])}.</p>
-{html_table(per_source, ['source', 'rows', 'kept', 'dropped', 'correct', 'threshold', 'median branch_ratio'])}
+{table(per_source, ['source', 'rows', 'kept', 'dropped', 'correct', 'threshold', 'median branch_ratio'])}
 {imgs}
 <h2>Config</h2><pre>{html.escape(json.dumps(manifest['config'], indent=1))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(manifest['versions'], indent=1))}</pre>
@@ -167,5 +129,5 @@ proxy <b>{manifest['policy']['proxy']}</b>, drop {manifest['policy']['drop_top']
 
 
 def write_report(manifest: dict, ranks: pa.Table | None, policy: Policy, uri: str, storage: rio.Storage) -> None:
-    images = plots(ranks, policy) if ranks is not None and ranks.num_rows else {}
-    rio.write_text(render_html(manifest, images), uri, storage)
+    figures = plots(ranks, policy) if ranks is not None and ranks.num_rows else {}
+    rio.write_text(render_html(manifest, figures), uri, storage)

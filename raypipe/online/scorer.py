@@ -1,22 +1,27 @@
 """Online scoring: trajectories scored one by one (or a few at a time) with a curation run's exact decisions.
 
 The decision comes from the batch job's own `Scorer.score` + `Scorer.decide`, under the `Policy` stored in the
-run's manifest.json and the ScoringConfig of the run's config. Rows are normalised by `schema.normalize_row`
-(the flat layout), as the batch job does, so a row posted here gets the decision the batch job gave it.
-No Ray here: the Serve application (raypipe.online_serve) wraps this.
+run's manifest.json and the ScoringConfig of the run's config. Rows are normalised by the `flat` input format,
+as the batch job does, so a row posted here gets the decision the batch job gave it.
+No Ray here: the Serve application (raypipe.online.app) wraps this.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from raypipe import io
-from raypipe.report import versions as current_versions
-from raypipe.schema import RowError, normalize_row, records_table
-from raypipe.scoring import DECISION_FIELDS, SCORE_FIELDS, Scorer, ScoringConfig
-from raypipe.select import Policy
+from raypipe.core import io
+from raypipe.core.errors import RowError
+from raypipe.core.formats import FORMATS
+from raypipe.core.policy import Policy
+from raypipe.core.proxies import PROXIES
+from raypipe.core.registry import load_plugins
+from raypipe.core.schema import records_table
+from raypipe.core.scoring import DECISION_FIELDS, SCORE_FIELDS, Scorer, ScoringConfig
+from raypipe.core.versions import versions as current_versions
 
 DEFAULT_SOURCE = "online"
 # Manifest versions that change a decision when they differ from this process's.
@@ -44,42 +49,36 @@ class Trajectory(BaseModel):
     id: str | None = Field(None, description="row id (default: a stable hash of source, problem and response)")
 
 
-class ScoreResult(BaseModel):
-    """The batch job's columns for one row. A row that cannot be normalised has decision 'reject' and an error."""
-
-    id: str | None = None
-    source: str | None = None
-    problem_id: str | None = None
-    decision: str = Field(description="keep | drop | reject")
-    reason: str
-    verdict: str | None = None
-    answer_extracted: str | None = None
-    verify_detail: str | None = None
-    verify_ms: float | None = None
-    branch_score: float | None = None
-    step_ratio: float | None = None
-    threshold: float | None = Field(None, description="the source's branch_score threshold (or the default one)")
-    known_source: bool | None = Field(None, description="false: the source was not in the curation run")
-    thought_complete: bool | None = None
-    markup: str | None = None
-    n_steps: int | None = None
-    n_branch_steps: int | None = None
-    branch_ratio: float | None = None
-    n_markers: int | None = None
-    markers_per_1k_tokens: float | None = None
-    n_chars: int | None = None
-    thinking_chars: int | None = None
-    n_tokens: int | None = None
-    thinking_tokens: int | None = None
-    error: str | None = None
+PY_TYPES = {pa.string(): str, pa.float64(): float, pa.int64(): int, pa.bool_(): bool}
+DESCRIPTIONS = {
+    "decision": "keep | drop | reject",
+    "threshold": "the source's branch_score threshold (or the default one)",
+    "known_source": "false: the source was not in the curation run",
+    "error": "why a row could not be normalised (decision 'reject')",
+}
+RECORD_COLUMNS = [("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()),
+                  ("thought_complete", pa.bool_()), ("markup", pa.string())]
 
 
-RESULT_COLUMNS = ["id", "source", "problem_id", "thought_complete", "markup",
-                  *(n for n, _ in SCORE_FIELDS), *(n for n, _ in DECISION_FIELDS)]
+def result_model() -> type[BaseModel]:
+    """The response model: the batch job's columns for one row, from the Scorer's fields and every registered
+    proxy's own (a plugin's proxy fields pass through too: extra fields are allowed)."""
+    columns = [*RECORD_COLUMNS, *SCORE_FIELDS, *(f for _, p in PROXIES.items() for f in p.fields), *DECISION_FIELDS]
+    fields: dict = {name: (PY_TYPES[typ] | None, Field(None, description=DESCRIPTIONS.get(name)))
+                    for name, typ in columns}
+    fields.update(decision=(str, Field(description=DESCRIPTIONS["decision"])), reason=(str, ...),
+                  known_source=(bool | None, Field(None, description=DESCRIPTIONS["known_source"])),
+                  error=(str | None, Field(None, description=DESCRIPTIONS["error"])))
+    return create_model("ScoreResult", __config__=ConfigDict(extra="allow"), __doc__=(
+        "The batch job's columns for one row. A row that cannot be normalised has decision 'reject' and an error."),
+        **fields)
+
+
+ScoreResult = result_model()
 
 
 @dataclass(frozen=True)
-class Plan:
+class CurationRun:
     """What a curation run's manifest fixes for online scoring."""
 
     uri: str
@@ -107,8 +106,8 @@ class Plan:
         }
 
 
-def load_plan(uri: str, storage: io.Storage | None = None, verify_workers: int = 1,
-              allow_version_mismatch: bool = False) -> Plan:
+def load_run(uri: str, storage: io.Storage | None = None, verify_workers: int = 1,
+             allow_version_mismatch: bool = False) -> CurationRun:
     """Read manifest.json (a file, or a curation output folder holding one; local or s3://)."""
     storage = storage or io.Storage()
     if not uri.endswith(".json"):
@@ -119,28 +118,31 @@ def load_plan(uri: str, storage: io.Storage | None = None, verify_workers: int =
     try:
         manifest = json.loads(text)
         config = manifest["config"]
+        load_plugins(config.get("plugins") or [])  # the run's own operators, if it used any
         policy = Policy.model_validate(manifest["policy"])
         fields = {k: config[k] for k in ScoringConfig.model_fields if k in config}
         scoring = ScoringConfig(**{**fields, "verify_workers": verify_workers})
     except (ValueError, KeyError, TypeError) as e:
         raise ManifestError(f"{uri} is not a usable curation manifest: {type(e).__name__}: {e}") from None
     recorded = manifest.get("versions", {})
-    now = current_versions(scoring.lexicon)
+    now = current_versions(scoring.lexicon, scoring.grader)
     differ = {k: (recorded.get(k), now.get(k)) for k in DECISION_VERSIONS if recorded.get(k) != now.get(k)}
     if differ and not allow_version_mismatch:
         raise ManifestError(f"{uri} was written with other versions (manifest, here): {differ}; decisions could "
                             "differ from the batch job's. Rerun the curation, or allow the mismatch explicitly")
-    return Plan(uri=uri, policy=policy, scoring=scoring, config_hash=manifest.get("config_hash"),
+    return CurationRun(uri=uri, policy=policy, scoring=scoring, config_hash=manifest.get("config_hash"),
                 versions=recorded, max_response_chars=int(config.get("max_response_chars", 16 << 20)))
 
 
 class OnlineScorer:
     """The batch job's Scorer and Policy behind a rows-in, results-out call. Not thread-safe: one caller at a time."""
 
-    def __init__(self, plan: Plan, default_source: str = DEFAULT_SOURCE):
-        self.plan = plan
+    def __init__(self, run: CurationRun, default_source: str = DEFAULT_SOURCE):
+        self.run = run
         self.default_source = default_source
-        self.scorer = Scorer(plan.scoring)
+        self.scorer = Scorer(run.scoring)
+        self.columns = [n for n, _ in (*RECORD_COLUMNS, *self.scorer.fields, *DECISION_FIELDS)]
+        self.flat = FORMATS.create("flat")
 
     def setup(self) -> "OnlineScorer":
         self.scorer.setup()
@@ -150,7 +152,7 @@ class OnlineScorer:
         self.scorer.close()
 
     def normalize(self, row: dict, index: int) -> dict:
-        rec = normalize_row(row, "flat", self.default_source, "online", index, self.plan.policy.markup_by_source)
+        rec = self.flat.normalize(row, self.default_source, "online", index, self.run.policy.markup_by_source)
         for field in TEXT_FIELDS:  # JSON may carry lone surrogates ("\\ud800"), which Arrow cannot hold
             text = rec[field]
             if not text.isascii():  # O(1) for ASCII text: CPython records it
@@ -158,9 +160,9 @@ class OnlineScorer:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
                     raise RowError(f"field '{field}' is not valid Unicode text (lone surrogate)") from None
-        if len(rec["response"]) > self.plan.max_response_chars:
+        if len(rec["response"]) > self.run.max_response_chars:
             raise RowError(f"response of {len(rec['response'])} chars is over the run's limit of "
-                           f"{self.plan.max_response_chars}")
+                           f"{self.run.max_response_chars}")
         return rec
 
     def score_rows(self, rows: list[dict]) -> list[dict]:
@@ -174,11 +176,11 @@ class OnlineScorer:
             except RowError as e:
                 results[i] = {"decision": "reject", "reason": f"invalid record: {e}", "error": str(e)}
         if good:
-            decided = self.scorer.decide(self.scorer.score(records_table(good)), self.plan.policy)
-            cols = decided.select(RESULT_COLUMNS).to_pydict()
-            known = self.plan.policy.thresholds
+            decided = self.scorer.decide(self.scorer.score(records_table(good)), self.run.policy)
+            cols = decided.select(self.columns).to_pydict()
+            known = self.run.policy.thresholds
             for j, i in enumerate(where):
-                out = {k: cols[k][j] for k in RESULT_COLUMNS}
+                out = {k: cols[k][j] for k in self.columns}
                 out["known_source"] = out["source"] in known
                 results[i] = out
         return results  # type: ignore[return-value]

@@ -1,7 +1,7 @@
-"""The trajectory record: one Arrow schema for every input layout, and the adapters that produce it.
+"""The trajectory record: one Arrow schema for every input format (raypipe.core.formats), and its building blocks.
 
-Layouts: flat (`problem`, `answer`, `response`), chat (`messages`), ShareGPT (`conversations`).
-Reasoning markup: R1 `<think>`, Sky-T1/QwQ `<|begin_of_thought|>`, gpt-oss harmony channels.
+Reasoning markup: R1 `<think>`, Sky-T1/QwQ `<|begin_of_thought|>`, gpt-oss harmony channels, or reasoning given
+apart (`reasoning_content`). Every record carries the canonical `thinking` and `final` parts.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pyarrow as pa
+
+from raypipe.core.errors import RowError
 
 SCHEMA_VERSION = "1"
 
@@ -44,39 +46,21 @@ REJECT_SCHEMA = pa.schema(
 PROBLEM_KEYS = ("problem", "question")
 ANSWER_KEYS = ("reference_answer", "answer", "ground_truth", "gt_answer")
 RESPONSE_KEYS = ("response", "output", "completion")
-LAYOUTS = {
-    "flat": f"problem|question + response|output|completion (+ {'|'.join(ANSWER_KEYS)})",
-    "chat": "messages: [{role, content}] (+ reference_answer|answer)",
-    "sharegpt": "conversations: [{from, value}] (+ reference_answer|answer)",
-}
-
-
-class LayoutError(ValueError):
-    """A file whose rows match no known layout: the job stops and says what it found."""
-
-
-class RowError(ValueError):
-    """One row that cannot be normalised: it goes to rejects/ with this message."""
-
-
-def detect_layout(keys: Iterable[str]) -> str:
-    keys = set(keys)
-    if "messages" in keys:
-        return "chat"
-    if "conversations" in keys:
-        return "sharegpt"
-    if keys & set(PROBLEM_KEYS) and keys & set(RESPONSE_KEYS):
-        return "flat"
-    accepted = "; ".join(f"{k}: {v}" for k, v in LAYOUTS.items())
-    raise LayoutError(f"unknown record layout: found fields {sorted(keys)}; accepted layouts are {accepted}")
-
-
 def stable_hash(*parts: str, n: int = 16) -> str:
     h = hashlib.blake2b(digest_size=n)
     for p in parts:
         h.update(p.encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
     return h.hexdigest()
+
+
+def hash64(*parts: str) -> int:
+    """A stable 63-bit hash of the parts (fits a signed int64 and JSON): rank tie-breaks and seeded picks."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return int.from_bytes(h.digest(), "big") >> 1
 
 
 def normalize_problem(text: str) -> str:
@@ -175,16 +159,17 @@ def split_reasoning(response: str, expected_markup: str | None = None) -> Split:
     return Split(response, *markup_bounds(response, 0, len(response), expected_markup))
 
 
-# --- row adapters -------------------------------------------------------------------------------
+# --- record assembly ----------------------------------------------------------------------------
 
-def _first(row: dict, keys: Iterable[str]) -> tuple[str | None, Any]:
+def first_of(row: dict, keys: Iterable[str]) -> tuple[str | None, Any]:
+    """(key, value) of the first of `keys` present and not null in the row."""
     for k in keys:
         if k in row and row[k] is not None:
             return k, row[k]
     return None, None
 
 
-def _text(value: Any, field: str) -> str:
+def text_of(value: Any, field: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -192,66 +177,26 @@ def _text(value: Any, field: str) -> str:
     raise RowError(f"field '{field}' must be a string, got {type(value).__name__}")
 
 
-def _turns(row: dict, key: str, role_key: str, text_key: str) -> tuple[str, str, str | None]:
-    turns = row[key]
-    if not isinstance(turns, list):
-        raise RowError(f"field '{key}' must be a list of turns")
-    users, assistants, reasoning = [], [], None
-    for t in turns:
-        if not isinstance(t, dict):
-            raise RowError(f"field '{key}' holds a turn that is not an object")
-        role = str(t.get(role_key, "")).lower()
-        if role in ("user", "human"):
-            users.append(_text(t.get(text_key, ""), f"{key}.{text_key}"))
-        elif role in ("assistant", "gpt", "model"):
-            assistants.append(_text(t.get(text_key, ""), f"{key}.{text_key}"))
-            if t.get("reasoning_content"):
-                reasoning = _text(t["reasoning_content"], f"{key}.reasoning_content")
-    if not users:
-        raise RowError(f"field '{key}' has no user turn")
-    if not assistants:
-        raise RowError(f"field '{key}' has no assistant turn")
-    return users[0], assistants[-1], reasoning
-
-
-def normalize_row(row: Any, layout: str, default_source: str, shard: str, index: int,
-                  expected_markup: dict[str, str] | None = None) -> dict:
-    """One raw record to the normalised record. Raises RowError for a row that cannot be used.
+def make_record(row: dict, problem: str, response: str, reasoning: str | None, consumed: set[str],
+                default_source: str, shard: str, index: int, expected_markup: dict[str, str] | None = None) -> dict:
+    """The normalised record of one row, once a format has found its problem, response and (optional) reasoning
+    given apart from the response. `consumed` names the fields the format read; the rest go to `meta`.
 
     `expected_markup` maps a source to the reasoning markup its other responses use (see split_reasoning).
     """
-    if not isinstance(row, dict):
-        raise RowError(f"record is a {type(row).__name__}, not an object")
-    consumed: set[str] = set()
-    reasoning = row.get("reasoning_content")
-    if layout == "flat":
-        pk, problem = _first(row, PROBLEM_KEYS)
-        rk, response = _first(row, RESPONSE_KEYS)
-        if pk is None:
-            raise RowError(f"missing field: one of {PROBLEM_KEYS}")
-        if rk is None:
-            raise RowError(f"missing field: one of {RESPONSE_KEYS}")
-        problem, response = _text(problem, pk), _text(response, rk)
-        consumed |= {pk, rk}
-    else:
-        key, role_key, text_key = ("messages", "role", "content") if layout == "chat" else ("conversations", "from", "value")
-        if key not in row:
-            raise RowError(f"missing field '{key}'")
-        problem, response, turn_reasoning = _turns(row, key, role_key, text_key)
-        reasoning = reasoning or turn_reasoning
-        consumed.add(key)
-    ak, answer = _first(row, ANSWER_KEYS)
-    reference = _text(answer, ak) if ak is not None else ""
+    consumed = set(consumed)
+    ak, answer = first_of(row, ANSWER_KEYS)
+    reference = text_of(answer, ak) if ak is not None else ""
     if ak:
         consumed.add(ak)
     if reasoning:
-        reasoning = _text(reasoning, "reasoning_content")
+        reasoning = text_of(reasoning, "reasoning_content")
         consumed.add("reasoning_content")
-    sk, source = _first(row, ("source", "model"))
-    source = _text(source, sk) if sk else default_source
+    sk, source = first_of(row, ("source", "model"))
+    source = text_of(source, sk) if sk else default_source
     split = None if reasoning else split_reasoning(response, (expected_markup or {}).get(source))
     rid = row.get("id")
-    rid = _text(rid, "id") if rid is not None else stable_hash(source, problem, response)
+    rid = text_of(rid, "id") if rid is not None else stable_hash(source, problem, response)
     consumed |= {"id"} | ({"source"} if sk == "source" else set())
     meta = {k: v for k, v in row.items() if k not in consumed and v is not None}
     if split is None:  # reasoning given apart from the response (chat `reasoning_content`)

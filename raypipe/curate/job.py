@@ -17,21 +17,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe import io
-from raypipe.ablate import delete_steps_table
-from raypipe.config import CurateConfig
-from raypipe.schema import LayoutError, dominant_markup
-from raypipe.scoring import Scorer
-from raypipe.select import Policy, compute_thresholds
-from raypipe.shard import load_shard
+from raypipe.core import io
+from raypipe.curate.ablate import delete_steps_table
+from raypipe.curate.config import CurateConfig
+from raypipe.core.errors import ConfigMismatch, LayoutError
+from raypipe.core.schema import dominant_markup
+from raypipe.core.scoring import Scorer
+from raypipe.core.policy import Policy
+from raypipe.curate.select import compute_thresholds
+from raypipe.curate.shard import load_shard
 
 IN_MEMORY_ONLY = ["thinking", "final"]  # outputs keep the offsets instead of copies of the text
-RANK_COLUMNS = ["source", "id", "problem_id", "verdict", "branch_ratio", "n_steps", "n_tokens", "n_chars",
-                "thought_complete", "verify_ms", "markup"]
+# What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
+REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup"]
 
 
-class ConfigMismatch(RuntimeError):
-    pass
+def rank_columns(config: CurateConfig) -> list[str]:
+    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs) and the report's."""
+    needed = config.policy().columns() + REPORT_COLUMNS
+    if config.reference_source:
+        needed += ["problem_id", "n_steps"]
+    return list(dict.fromkeys(needed))
 
 
 def _say(msg: str) -> None:
@@ -113,27 +119,17 @@ def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
     io.write_text(json.dumps({"hash": config.hash(), "config": config.result_fields()}, default=str), marker, storage)
 
 
-def _actor_plan(config: CurateConfig, n_shards: int) -> tuple[int, float]:
-    import ray
-
-    cpus = config.num_cpus or int(ray.cluster_resources().get("CPU", 1))
-    size = config.actors or max(1, min(n_shards, cpus))
-    # Leave room for Ray Data's own tasks: a full-CPU actor pool on a small machine deadlocks silently.
-    per_actor = min(1.0, max(0.25, (cpus - 0.5) / size))
-    return size, per_actor
-
-
 def run_curate(config: CurateConfig) -> dict:
     import ray
 
-    from raypipe.ray_env import ensure_ray
-    from raypipe.report import build_manifest, write_report
+    from raypipe.ray_env import actor_pool, ensure_ray
+    from raypipe.curate.report import build_manifest, write_report
 
     t_start = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
     inputs = io.list_inputs(config.input, storage)
     _prepare_output(config, storage)
-    ensure_ray(config.num_cpus)
+    ensure_ray(config.num_cpus, plugins=config.plugins)
     shards = [{"uri": u, "key": io.shard_key(u)} for u in inputs]
     done = {s["key"] for s in shards if io.exists(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage)}
     pending = [s for s in shards if s["key"] not in done]
@@ -143,13 +139,13 @@ def run_curate(config: CurateConfig) -> dict:
     ctx.enable_progress_bars = True
     ctx.execution_options.verbose_progress = False
     if pending:
-        size, per_actor = _actor_plan(config, len(pending))
-        _say(f"phase 1/3 score: {size} actors x {per_actor:g} CPU")
+        pool = actor_pool(config.actors, len(pending), config.num_cpus)
+        _say(f"phase 1/3 score: {pool.size} actors x {pool.num_cpus:g} CPU")
         results = ray.data.from_items(pending).map_batches(
             ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
             # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
             # (a capped budget is spent before the node is declared dead); a rescored shard rewrites the same files.
-            compute=ray.data.ActorPoolStrategy(size=size), num_cpus=per_actor,
+            compute=ray.data.ActorPoolStrategy(size=pool.size), num_cpus=pool.num_cpus,
         ).take_all()
         errors = [r["error"] for r in results if r["error"]]
         if errors:
@@ -158,7 +154,7 @@ def run_curate(config: CurateConfig) -> dict:
              for s in shards]
 
     _say("phase 2/3 select: exact per-source thresholds over all scored rows")
-    ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=RANK_COLUMNS)
+    ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=rank_columns(config))
     policy = config.policy()
     if ranks is not None and ranks.num_rows:
         if config.reference_source:

@@ -1,0 +1,107 @@
+"""The keep/drop decision, shared by the batch job and the online scorer.
+
+A rule ranks a source's verified-correct rows by a key (its primary value, then a stable hash of source and id to
+break ties) and drops the k = floor(q * n + 0.5) rows with the highest keys (q * n rounded half up). The source's
+threshold is the key of the lowest dropped row, so "drop iff key >= threshold" reproduces the batch decision for
+any single row: this is what the online endpoint applies. The thresholds themselves are computed over the whole
+dataset by the curation job (raypipe.curate.select).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from raypipe.core.proxies import PROXIES, step_ratio
+from raypipe.core.registry import registered
+from raypipe.core.rules import RULES
+from raypipe.core.schema import hash64
+from raypipe.core.verify import CORRECT
+
+
+class Threshold(BaseModel):
+    score: float  # the primary key of the lowest dropped row
+    tiebreak: int  # its tie-break hash
+    n_correct: int
+    n_drop: int
+
+
+class Policy(BaseModel):
+    """Everything a decision depends on; stored in manifest.json and loaded by the online scorer."""
+
+    rule: registered(RULES) = "top"
+    drop_top: float = Field(0.10, ge=0.0, le=1.0)
+    proxy: registered(PROXIES) = "keyword-share"
+    seed: int = 0
+    keep_incorrect: bool = False
+    reference_source: str | None = None
+    thresholds: dict[str, Threshold | None] = {}
+    default_threshold: float | None = None  # for sources the run never saw: a primary-key cut-off
+    reference_steps: dict[str, float] = {}  # problem_id -> mean steps of the reference source
+    # Per source, the reasoning markup its responses use; online scoring passes it to the row normaliser
+    # (expected_markup=…) so that a markup-less response is read exactly as the batch job read it.
+    markup_by_source: dict[str, str] = {}
+
+    def columns(self) -> list[str]:
+        """The scored columns a decision reads."""
+        return ["source", "id", "verdict", *PROXIES.get(self.proxy).columns, *RULES.get(self.rule).columns]
+
+
+def n_to_drop(q: float, n: int) -> int:
+    return int(math.floor(q * n + 0.5))
+
+
+def tiebreaks(sources: list, ids: list) -> np.ndarray:
+    return np.fromiter((hash64(str(s), str(i)) for s, i in zip(sources, ids)), dtype=np.int64, count=len(ids))
+
+
+def branch_scores(table: pa.Table, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """(branch_score, step_ratio) for each row under the policy's proxy."""
+    ratio = step_ratio(table, policy) if "problem_id" in table.column_names else np.full(table.num_rows, np.nan)
+    return np.asarray(PROXIES.create(policy.proxy).scores(table, policy), dtype=np.float64), ratio
+
+
+def rank_keys(table: pa.Table, policy: Policy, branch_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(primary key, tie-break hash) of each row: the higher, the sooner dropped."""
+    tb = tiebreaks(table.column("source").to_pylist(), table.column("id").to_pylist())
+    return np.asarray(RULES.create(policy.rule).keys(table, policy, branch_score), dtype=np.float64), tb
+
+
+def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
+    """decision (keep|drop), reason, branch_score, step_ratio and threshold for each row."""
+    score, ratio = branch_scores(table, policy)
+    primary, tb = rank_keys(table, policy, score)
+    rule = RULES.get(policy.rule)
+    verdicts = table.column("verdict").to_pylist()
+    sources = table.column("source").to_pylist()
+    decisions, reasons, limits = [], [], []
+    for i, (verdict, source) in enumerate(zip(verdicts, sources)):
+        known = source in policy.thresholds
+        th = policy.thresholds.get(source)
+        limit = th.score if th is not None else (None if known else policy.default_threshold)
+        limits.append(limit)
+        if verdict != CORRECT and not policy.keep_incorrect:
+            decisions.append("drop")
+            reasons.append(f"verdict:{verdict}")
+            continue
+        if verdict == CORRECT and rule.drops and limit is not None:
+            if th is not None:
+                over = primary[i] > th.score or (primary[i] == th.score and tb[i] >= th.tiebreak)
+            else:
+                over = primary[i] >= limit
+            if over:
+                decisions.append("drop")
+                reasons.append(f"rule:{policy.rule} ({rule.describes}, top {policy.drop_top:.0%} of "
+                               f"{'its source' if known else 'all sources'})")
+                continue
+        decisions.append("keep")
+        reasons.append("kept")
+    return {
+        "branch_score": pa.array(score, mask=np.isnan(score)),
+        "step_ratio": pa.array(ratio, mask=np.isnan(ratio)),
+        "threshold": pa.array(limits, type=pa.float64()),
+        "decision": pa.array(decisions, type=pa.string()),
+        "reason": pa.array(reasons, type=pa.string()),
+    }

@@ -1,0 +1,97 @@
+"""The one Scorer: verification, structure and the decision, shared by the batch job and the HTTP endpoint.
+
+A stage in the NeMo-Curator style: construct with a config (and optionally a grader), `setup()` once per process
+(starts the grader's bounded workers), then `score(table)` and `decide(table, policy)` on Arrow batches.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from raypipe.core import policy as decision
+from raypipe.core.graders import GRADERS, Grader
+from raypipe.core.lexicon import Lexicon, get_lexicon
+from raypipe.core.proxies import PROXIES
+from raypipe.core.registry import registered
+from raypipe.core.structure import STRUCTURE_FIELDS, measure
+
+
+class ScoringConfig(BaseModel):
+    """What a row's scores depend on (the decision adds a Policy)."""
+
+    lexicon: str = Field("paper", description="branch-marker lexicon: paper, switch, paper-zh, or a YAML file")
+    segmenter: str = Field("blank", description="step separator: blank (blank lines), line, or a regex")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound in seconds on each answer comparison")
+    verify_workers: int = Field(1, ge=1, description="grader worker processes per scorer")
+    grader: registered(GRADERS) = Field("math-verify", description="how final answers are compared with references")
+    proxy: registered(PROXIES) = Field("keyword-share", description="the branch proxy (its own columns are measured)")
+
+
+SCORE_FIELDS = [
+    ("answer_extracted", pa.string()),
+    ("verdict", pa.string()),
+    ("verify_detail", pa.string()),
+    ("verify_ms", pa.float64()),
+    *STRUCTURE_FIELDS,
+]
+DECISION_FIELDS = [
+    ("branch_score", pa.float64()),
+    ("step_ratio", pa.float64()),
+    ("threshold", pa.float64()),
+    ("decision", pa.string()),
+    ("reason", pa.string()),
+]
+
+
+def score_fields(config: ScoringConfig) -> list[tuple[str, pa.DataType]]:
+    """The columns Scorer.score adds: the verdict and structure metrics, then the proxy's own."""
+    return [*SCORE_FIELDS, *PROXIES.get(config.proxy).fields]
+
+
+class Scorer:
+    def __init__(self, config: ScoringConfig | None = None, grader: Grader | None = None):
+        self.config = config or ScoringConfig()
+        self.lexicon: Lexicon = get_lexicon(self.config.lexicon)
+        self.grader = grader or GRADERS.create(self.config.grader, self.config)
+        self.proxy = PROXIES.create(self.config.proxy)
+        self.fields = score_fields(self.config)
+
+    def setup(self) -> "Scorer":
+        self.grader.setup()
+        return self
+
+    def close(self) -> None:
+        self.grader.close()
+
+    def versions(self) -> dict:
+        return {"lexicon": self.lexicon.tag, "lexicon_markers": list(self.lexicon.markers),
+                "verifier": self.grader.version, "segmenter": self.config.segmenter}
+
+    def score(self, records: pa.Table) -> pa.Table:
+        """Add the verdict and structure columns (and the proxy's own) to a table of normalised records."""
+        answers = [self.grader.extract(f or "") for f in records.column("final").to_pylist()]
+        grades = self.grader.grade_many(list(zip(answers, records.column("reference_answer").to_pylist())))
+        structure = measure(records.column("thinking"), records.column("response"), self.lexicon,
+                            self.config.segmenter)
+        cols = {
+            "answer_extracted": pa.array(answers, type=pa.string()),
+            "verdict": pa.array([g.verdict for g in grades], type=pa.string()),
+            "verify_detail": pa.array([g.detail for g in grades], type=pa.string()),
+            "verify_ms": pa.array([g.seconds * 1000.0 for g in grades], type=pa.float64()),
+            **structure,
+            **self.proxy.measure(records, structure),
+        }
+        out = records
+        for name, _ in self.fields:
+            out = out.append_column(name, cols[name])
+        return out
+
+    def decide(self, scored: pa.Table, policy: decision.Policy) -> pa.Table:
+        """Add branch_score, threshold, decision and reason under a selection policy."""
+        cols = decision.decide(scored, policy)
+        out = scored
+        for name, _ in DECISION_FIELDS:
+            if name in out.column_names:
+                out = out.drop_columns([name])
+            out = out.append_column(name, cols[name])
+        return out

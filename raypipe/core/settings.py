@@ -1,0 +1,132 @@
+"""One definition per setting: a command's pydantic model is its CLI, its YAML file and what the experiment passes.
+
+Flags come from the model's fields through pydantic-settings' CLI support: the flag is the field name in kebab case,
+its help the field's description, its choices the field's Literal (or registry), booleans get `--x / --no-x`, and
+an `AliasChoices` alias is an old spelling that still works (as a flag and as a YAML key). `--config FILE.yaml`
+takes any of the same keys; flags given on the command line win. Whatever the source, one validation.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from typing import Any, ClassVar, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import CliSettingsSource
+
+from raypipe.core.registry import load_plugins, registry_of
+
+T = TypeVar("T", bound=BaseModel)
+CONFIG_HELP = "YAML file with any of these settings (flags given here win)"
+
+
+class Settings(BaseModel):
+    """Base of every command's model: an unknown or misspelled key is an error that names it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    plugins: list[str] = Field([], description="modules imported first: they register your own operators "
+                               "(see 'Extending raypipe' in the README); ship them with the job's runtime_env")
+
+    # Settings that change how a job runs, not what it writes: left out of its config hash.
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("plugins",)
+    # The fields the hash held when it was introduced; a field added later counts only when it differs from its
+    # default, so an earlier run's hash, and its resume, stay valid.
+    HASHED_SINCE_V1: ClassVar[tuple[str, ...] | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("plugins"):
+            plugins = data["plugins"]
+            load_plugins([p.strip() for p in plugins.split(",")] if isinstance(plugins, str) else plugins)
+        return data
+
+    def result_fields(self) -> dict:
+        """The settings that decide a run's outputs."""
+        out = self.model_dump(mode="json", exclude=set(self.EXECUTION_FIELDS))
+        if self.HASHED_SINCE_V1 is not None:
+            defaults = type(self)._defaults()
+            out = {k: v for k, v in out.items() if k in self.HASHED_SINCE_V1 or k not in defaults or v != defaults[k]}
+        return out
+
+    def hash(self) -> str:
+        return config_hash(self.result_fields())
+
+    @classmethod
+    def _defaults(cls) -> dict:
+        return {name: json.loads(json.dumps(f.get_default(call_default_factory=True), default=str))
+                for name, f in cls.model_fields.items() if not f.is_required()}
+
+
+def field_registry(field) -> Any:
+    """The registry a field names a member of (a `registered(...)` field), else None."""
+    return registry_of(field.annotation) or next((registry_of(m) for m in field.metadata if registry_of(m)), None)
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_yaml(path: str) -> dict:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a settings file holds a mapping of setting: value")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """Flags for every field of `model`, plus --config (unless the model names a positional `config`)."""
+    if "config" not in model.model_fields:
+        parser.add_argument("--config", metavar="FILE.yaml", help=CONFIG_HELP)
+    source = CliSettingsSource(model, root_parser=parser, cli_parse_args=False, cli_kebab_case=True,
+                               cli_implicit_flags=True, cli_hide_none_type=True, cli_avoid_json=True,
+                               cli_enforce_required=False, cli_exit_on_error=True,
+                               add_argument_method=_add_argument)
+    for action in parser._actions:  # registry-backed fields: list the names registered now
+        field = model.model_fields.get(action.dest)
+        registry = field_registry(field) if field is not None else None
+        if registry is not None:
+            action.metavar = "{" + ",".join(registry.names()) + "}"
+    parser.set_defaults(_settings_source=source, _settings_model=model)
+
+
+def _add_argument(parser: argparse.ArgumentParser, *names: str, **kwargs: Any) -> argparse.Action:
+    """pydantic-settings spells a one-letter field `-n`; it is also `--n`, the flag's name everywhere else."""
+    long = [f"-{n}" for n in names if len(n) == 2 and n[0] == "-" and n[1] != "-"]
+    return parser.add_argument(*names, *long, **kwargs)
+
+
+def given(args: argparse.Namespace) -> dict:
+    """The settings given as flags (only those) of a namespace parsed by a parser built with add_arguments."""
+    return dict(args._settings_source(parsed_args=args)())
+
+
+def load(model: type[T], path: str | None = None, values: dict | None = None) -> T:
+    """The model from a YAML file (optional) overlaid with `values`; one validation."""
+    data = read_yaml(path) if path else {}
+    data.update({k: v for k, v in (values or {}).items() if v is not None})
+    return model.model_validate(data)
+
+
+def from_args(args: argparse.Namespace) -> BaseModel:
+    model = args._settings_model
+    path = None if "config" in model.model_fields else getattr(args, "config", None)
+    return load(model, path, given(args))
+
+
+def to_yaml(settings: BaseModel) -> str:
+    """Every field's value, false and empty ones included: what a stage receives is exactly what was set."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors(include_url=False, include_input=False):
+        where = ".".join(str(x) for x in err["loc"]) or "settings"
+        msg = "unknown setting (misspelled?)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The one client of OpenAI-compatible servers (the eval `openai` backend and the LLM step judge): JSON over
+httpx on raypipe.core.http's retrying core (transport errors, 408/409/429/5xx; Retry-After honoured).
+
+Errors come back as strings, never as exceptions, so a failed request costs one sample or one judged chunk."""
+from __future__ import annotations
+
+import os
+
+from raypipe.core.http import RetryPolicy, send
+
+
+class OpenAIClient:
+    def __init__(self, base_url: str, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 600.0,
+                 retries: int = 4, max_connections: int | None = None):
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        key = (os.environ.get(api_key_env) if api_key_env else None) or "EMPTY"
+        self.policy = RetryPolicy(retries=max(0, retries))
+        self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 limits=httpx.Limits(max_connections=max_connections or 100))
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[dict | None, str | None]:
+        """(the JSON answer, None), or (None, the last error) once the retries are spent."""
+        import httpx
+
+        try:
+            r = send(self.http, method, self.base_url + path, self.policy,
+                     **({"json": body} if body is not None else {}))
+        except httpx.HTTPError as e:
+            return None, f"{type(e).__name__}: {str(e)[:300]}"
+        if not r.is_success:
+            return None, f"HTTP {r.status_code}: {r.text[:300]}"
+        try:
+            return r.json(), None
+        except ValueError:
+            return None, f"HTTP {r.status_code} with a body that is not JSON: {r.text[:200]!r}"
+
+    def models(self) -> tuple[list[dict], str | None]:
+        """The served models (GET /models), or ([], the error)."""
+        data, err = self.request("GET", "/models")
+        if err:
+            return [], err
+        models = (data.get("data") or []) if isinstance(data, dict) else None
+        return (models, None) if isinstance(models, list) else ([], f"no model list in {str(data)[:200]}")
+
+    def chat(self, body: dict) -> tuple[dict | None, str | None]:
+        """POST /chat/completions: (the answer, None) or (None, the error)."""
+        return self.request("POST", "/chat/completions", body)
+
+    def close(self) -> None:
+        self.http.close()
+

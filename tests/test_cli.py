@@ -1,0 +1,231 @@
+"""One definition per setting: every command's CLI comes from its model, the experiment passes typed settings to its
+stages, and what earlier releases wrote (config hashes, stage records, flag spellings) still means the same."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import annotated_types
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from raypipe.cli import build_parser
+from raypipe.commands import commands
+from raypipe.core.registry import registry_of
+from raypipe.core.settings import field_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def all_commands():
+    for c in commands():
+        yield c.name, c
+        for sc in c.subcommands:
+            yield f"{c.name} {sc.name}", sc
+
+
+def parser_of(path: str) -> argparse.ArgumentParser:
+    p = build_parser()
+    for word in path.split():
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[word]
+    return p
+
+
+@pytest.mark.parametrize("path,command", list(all_commands()), ids=[n for n, _ in all_commands()])
+def test_every_field_of_every_command_has_a_flag_with_its_description(path, command):
+    parser = parser_of(path)
+    by_dest = {a.dest: a for a in parser._actions}
+    for name, field in command.model.model_fields.items():
+        assert field.description, f"{path}: field {name} has no description"
+        action = by_dest.get(name)
+        assert action is not None, f"{path}: field {name} has no flag"
+        if action.option_strings:
+            assert f"--{name.replace('_', '-')}" in action.option_strings, (name, action.option_strings)
+        assert field.description.split("(")[0].strip()[:40] in action.help, (name, action.help)
+        registry = field_registry(field)
+        if registry is not None:  # choices come from the registry
+            assert action.metavar == "{" + ",".join(registry.names()) + "}"
+
+
+def test_help_of_every_command_prints():
+    for path, _ in all_commands():
+        out = subprocess.run([sys.executable, "-m", "raypipe.cli", *path.split(), "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and "--" in out.stdout, (path, out.stderr[-500:])
+
+
+@pytest.mark.parametrize("argv,field,value", [
+    (["curate", "--input", "i", "--output", "o", "--verify-timeout", "2.5"], "verify_timeout_s", 2.5),
+    (["serve", "--manifest", "m", "--retry-after", "3"], "retry_after_s", 3.0),
+    (["serve", "--manifest", "m", "--batch-wait", "0.01"], "batch_wait_s", 0.01),
+    (["judge", "--input", "i", "--output", "o", "--timeout", "7"], "timeout_s", 7.0),
+    (["eval", "--model", "m", "--output", "o", "--request-timeout", "9"], "request_timeout_s", 9.0),
+    (["eval", "--model", "m", "--output", "o", "--benchmark-file", "aime24=a.jsonl", "--benchmark-file",
+      "math500=s3://b/m.jsonl"], "benchmark_files", {"aime24": "a.jsonl", "math500": "s3://b/m.jsonl"}),
+    (["eval", "--model", "m", "--output", "o", "--no-size-check"], "size_check", False),
+    (["train", "--data", "d", "--model", "m", "--output", "o", "--no-gradient-checkpointing"],
+     "gradient_checkpointing", False),
+    (["curate", "--input", "i", "--output", "o", "--keep-incorrect"], "keep_incorrect", True),
+])
+def test_earlier_flag_spellings_still_work(argv, field, value):
+    from raypipe.core import settings
+
+    model = settings.from_args(build_parser().parse_args(argv))
+    assert getattr(model, field) == value
+
+
+def test_a_config_file_and_flags_are_one_validation(tmp_path):
+    from raypipe.core import settings
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"input": "from-file", "output": "o", "drop_top": 0.3, "keep-incorrect": True}))
+    model = settings.from_args(build_parser().parse_args(["curate", "--config", str(path), "--drop-top", "0.2"]))
+    assert (model.input, model.drop_top, model.keep_incorrect) == ("from-file", 0.2, True)  # flags win
+    path.write_text(yaml.safe_dump({"input": "i", "output": "o", "drop_tpo": 0.3}))
+    with pytest.raises(ValidationError, match="drop_tpo"):
+        settings.from_args(build_parser().parse_args(["curate", "--config", str(path)]))
+    with pytest.raises(ValidationError, match="rule"):
+        settings.load(build_parser().parse_args(["curate"])._settings_model, None,
+                      {"input": "i", "output": "o", "rule": "no-such-rule"})
+
+
+def experiment_yaml(tmp_path: Path, **sections) -> Path:
+    cfg = {"output": str(tmp_path / "exp"), "source_a": "a.jsonl", "source_b": "b.jsonl", "arms": ["A-drop-top"],
+           **sections}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_experiment_rejects_a_misspelled_stage_key_naming_it(tmp_path):
+    path = experiment_yaml(tmp_path, train={"max_len": 256, "gradient_checkpionting": False})
+    out = subprocess.run([sys.executable, "-m", "raypipe.cli", "experiment", str(path), "--dry-run"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "train.gradient_checkpionting" in out.stderr, out.stderr
+    path = experiment_yaml(tmp_path, eval={"request_timeout_s": 30}, curate={"num_cpus": 1})
+    out = subprocess.run([sys.executable, "-m", "raypipe.cli", "experiment", str(path), "--dry-run"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "request_timeout_s: 30.0" in out.stdout, out.stdout + out.stderr
+    assert "gradient_checkpointing: true" in out.stdout  # the dry run shows effective settings, false ones too
+
+
+def other_value(field, default):
+    """A valid value of this field that differs from its default (None: the field has only one valid value)."""
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (
+        typing.Union, getattr(__import__("types"), "UnionType")) else [ann]
+    base = args[0] if args else ann
+    registry = field_registry(field)
+    if registry is not None:
+        return [n for n in registry.names() if n != default]
+    if typing.get_origin(base) is typing.Literal:
+        return [v for v in typing.get_args(base) if v != default]
+    if base is bool:
+        return [not default]
+    lo = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    gt = next((m.gt for m in field.metadata if isinstance(m, annotated_types.Gt)), None)
+    hi = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    lt = next((m.lt for m in field.metadata if isinstance(m, annotated_types.Lt)), None)
+    if base is int:
+        start = default if isinstance(default, int) and not isinstance(default, bool) else (lo or gt or 1)
+        cands = [start + 1, start + 2, max(1, start - 1)]
+    elif base is float:
+        start = default if isinstance(default, (int, float)) else 0.5
+        cands = [round(start * 0.5 + 0.05, 4), round(start + 0.1, 4), 0.25, round(start + 1.0, 4)]
+    elif base is str:
+        return ["switch", "line", "x-value", "auto"]
+    elif typing.get_origin(base) is list:
+        return [["math500", "aime24"], ["x", "y"]]
+    elif typing.get_origin(base) is dict:
+        return [{"aime24": "x.jsonl"}, {"k": "v"}]
+    else:
+        return []
+    return [c for c in cands if c != default and (lo is None or c >= lo) and (gt is None or c > gt)
+            and (hi is None or c <= hi) and (lt is None or c < lt)]
+
+
+def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
+    from raypipe.core import settings
+    from raypipe.experiment.config import STAGE_MODELS, load_experiment
+    from raypipe.experiment.runner import stages
+
+    from raypipe.experiment.config import ExperimentConfig
+
+    reached, fixed, skipped = {}, [], []
+    set_by_arm = {("curate", "rule")}  # the arm below (A-all) fixes its rule; `plugins` are modules to import
+    for stage, model in STAGE_MODELS.items():
+        section = ExperimentConfig.model_fields[stage].annotation
+        for name, field in section.model_fields.items():
+            if (stage, name) in set_by_arm or name == "plugins":
+                skipped.append((stage, name))
+                continue
+            default = model.model_fields[name].get_default(call_default_factory=True)
+            for value in other_value(model.model_fields[name], default):
+                try:
+                    cfg = load_experiment(str(experiment_yaml(tmp_path, arms=["A-all"], **{stage: {name: value}})))
+                    got = next(s for s in stages(cfg) if s.stage == stage)
+                except (ValidationError, ValueError):
+                    continue
+                # the value arrives in the stage's settings and in the YAML file the stage's command reads
+                (tmp_path / "stage.yaml").write_text(settings.to_yaml(got.settings))
+                loaded = settings.load(model, str(tmp_path / "stage.yaml"))
+                assert getattr(got.settings, name) == getattr(loaded, name) == model.model_validate(
+                    {**got.settings.model_dump(), name: value}).__dict__[name], (stage, name, value)
+                reached[(stage, name)] = value
+                break
+            else:
+                fixed.append((stage, name))
+    sections = sum(len(ExperimentConfig.model_fields[s].annotation.model_fields) for s in STAGE_MODELS)
+    assert len(reached) + len(fixed) + len(skipped) == sections and len(reached) > 60, len(reached)
+    assert set(fixed) <= {("eval", "prompt_version"), ("curate", "grader")}, fixed  # one valid value each, today
+
+
+# What the previous release (before settings models) computed; earlier runs resume only if these hold.
+def test_config_hashes_of_earlier_runs_are_unchanged():
+    from raypipe.curate.config import CurateConfig
+    from raypipe.eval.config import EvalConfig
+
+    assert CurateConfig(input="in", output="out").hash() == "a58b91e129192aeb"
+    assert CurateConfig(input="s3://b/raw/", output="s3://b/cur/", rule="random", drop_top=0.2, lexicon="switch",
+                        seed=3, keep_incorrect=True, delete_steps=0.1, verify_timeout_s=2.5).hash() == "f4b022f70edf5d94"
+    assert EvalConfig(model="tiny", output="o", n=2, limit=5, max_tokens=64).hash() == "a31ddf92f80efaa8"
+    assert CurateConfig(input="in", output="out", proxy="markers-per-1k").hash() != "a58b91e129192aeb"
+
+
+LEGACY = {  # stage records of cluster/experiments/paper-cpu.yaml's first arm, as the previous release wrote them
+    "curate": ["curate", "--input", "../shared/data/trajectories/skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl",
+               "--num-cpus", "2", "--keep-incorrect", "--rule", "keep-all", "--output",
+               "demo-output/experiment-cpu/arms/A-all/curate"],
+    "train": ["train", "--seed", "0", "--max-len", "128", "--overlong", "truncate", "--epochs", "1", "--num-workers",
+              "1", "--cpus-per-worker", "1", "--zero", "0", "--num-cpus", "2", "--data",
+              "demo-output/experiment-cpu/arms/A-all/curate", "--model", "tiny", "--output",
+              "demo-output/experiment-cpu/arms/A-all/sft"],
+}
+
+
+def test_an_experiment_folder_of_the_previous_release_still_resumes(tmp_path):
+    from raypipe.core.io import Storage
+    from raypipe.experiment.config import load_experiment
+    from raypipe.core.errors import ConfigMismatch
+    from raypipe.experiment.runner import stage_done, stages
+
+    cfg = load_experiment(str(ROOT / "cluster" / "experiments" / "paper-cpu.yaml"))
+    cfg = cfg.model_copy(update={"arms": ["A-all"]})
+    by_stage = {s.stage: s for s in stages(cfg)}
+    for name, argv in LEGACY.items():
+        stage = by_stage[name].model_copy(update={"output": str(tmp_path / name)})
+        out = Path(stage.output)
+        out.mkdir(parents=True)
+        (out / {"curate": "manifest.json", "train": "train_summary.json"}[name]).write_text("{}")
+        (out / "_experiment_stage.json").write_text(json.dumps({"argv": argv, "digest": "legacy"}))
+        assert stage_done(stage, Storage()), name
+        changed = [*argv[:-1], argv[-1] + "-elsewhere"] if name == "curate" else [*argv, "--lr", "0.5"]
+        (out / "_experiment_stage.json").write_text(json.dumps({"argv": changed, "digest": "legacy"}))
+        with pytest.raises(ConfigMismatch):
+            stage_done(stage, Storage())
