@@ -338,6 +338,18 @@ def total(samples, name: str, **labels) -> float:
     return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
 
 
+def settled_scrape(url: str, quiet_s: float = 3.0, timeout_s: float = 60) -> list:
+    """A scrape once the export has stopped changing for `quiet_s`: earlier tests' requests are all counted."""
+    deadline, last, since = time.time() + timeout_s, None, time.time()
+    while True:
+        now = scrape(url)
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s or time.time() > deadline:
+            return now
+        time.sleep(0.5)
+
+
 def wait_for_counts(url: str, want: dict, before: list, timeout_s: float = 60) -> list:
     """Poll the export until every (name, labels) count has grown by what was sent; return the last scrape."""
     deadline = time.time() + timeout_s
@@ -356,7 +368,7 @@ def test_metrics_export_counts_requests_rejections_and_decisions_by_bounded_sour
 
     known = sorted(json.loads((servers["run"] / "manifest.json").read_text())["policy"]["thresholds"])[0]
     row = {"problem": "1+1?", "response": "<think>\nPerhaps 2.\n</think>\n\\boxed{2}", "reference_answer": "2"}
-    before = scrape(servers["metrics"])
+    before = settled_scrape(servers["metrics"])
     for i in range(3):
         assert httpx.post(servers["main"] + "/v1/score", json={**row, "source": known, "id": f"m{i}"},
                           headers=AUTH).status_code == 200
@@ -378,7 +390,7 @@ def test_metrics_export_counts_requests_rejections_and_decisions_by_bounded_sour
     assert any(n == "ray_raypipe_score_queue_depth" for n, _, _ in after)
 
     # Overload and body limits on the strict server: the export counts the 503s and 413s its clients saw.
-    before = scrape(servers["strict_metrics"])
+    before = settled_scrape(servers["strict_metrics"])
     hostile = {"problem": "p", "reference_answer": "7",
                "response": f"<think>\nhmm\n</think>\nThe answer is $\\boxed{{{HOSTILE}}}$."}
     with ThreadPoolExecutor(6) as pool:
