@@ -380,13 +380,14 @@ def build_app(settings: ServeSettings, api_token: str | None = None):
     actor_options: dict = {"num_cpus": settings.replica_cpus}
     if token:
         actor_options["runtime_env"] = {"env_vars": {TOKEN_ENV: token}}
-    # The replica admits requests itself (Runtime.admit: counted, 503 + Retry-After); Serve's own limits sit above
-    # it as a backstop, so a request Serve turns away never goes uncounted.
+    # The replica admits requests itself (Runtime.admit: counted, 503 + Retry-After). Serve's own limits must never
+    # turn a request away first (it would go uncounted): no queue limit (with direct ingress Serve counts a request
+    # as queued until it starts, and a burst would fill a small queue), and concurrency above the replica's limit.
     admitted = settings.max_ongoing_requests + max(0, settings.max_queued_requests)
     return ScorerService.options(
         num_replicas=settings.replicas,
         max_ongoing_requests=admitted + BACKSTOP,
-        max_queued_requests=-1 if settings.max_queued_requests < 0 else BACKSTOP,
+        max_queued_requests=-1,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
         ray_actor_options=actor_options,
         logging_config={"enable_access_log": settings.access_log},

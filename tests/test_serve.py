@@ -314,6 +314,7 @@ def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     assert capacity >= 10, f"the server sustains only {capacity:.1f} req/s of real trajectories: {probe.summary()}"
 
     # The client's in-flight bound sits above the server's admission limit (64 + 256): the server decides overload.
+    before = settled_scrape(servers["metrics"])
     result = fixed_rate(url, bodies, rate=rate, seconds=seconds, token=TOKEN, max_in_flight=1024, timeout_s=120)
     print("load:", result.summary(), f"load average {os.getloadavg()[0]:.1f}")
     # Every scheduled request is sent and answered: nothing skipped, lost or failed in transport.
@@ -322,6 +323,12 @@ def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     # The only server error allowed is the overload answer, 503 with Retry-After, and most requests are scored.
     assert set(result.statuses) <= {200, 503} and result.retry_after_missing == 0, result.summary()
     assert result.statuses[200] >= result.sent / 2, result.summary()
+    # The server's own metrics count what the client saw: no answer left the replica uncounted.
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+    wait_for_counts(servers["metrics"], {
+        key("ray_raypipe_score_requests_total", route="/v1/score", status="200"): result.statuses[200],
+        key("ray_raypipe_score_rejected_requests_total", route="/v1/score", status="503"): result.statuses[503],
+    }, before)
 
 
 def scrape(url: str) -> list[tuple[str, dict, float]]:
