@@ -115,7 +115,7 @@ def full_job(corpus: Path, out: Path, cpus: int) -> tuple[int, int, float]:
     m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True))
     seconds = time.perf_counter() - t0
     nbytes = sum(os.path.getsize(f) for f in glob.glob(str(corpus / "*.jsonl")))
-    return m["counts"]["input"], nbytes, seconds
+    return m["counts"]["records"], nbytes, seconds
 
 
 def main() -> None:

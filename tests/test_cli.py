@@ -121,6 +121,8 @@ def other_value(field, default):
     args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (
         typing.Union, getattr(__import__("types"), "UnionType")) else [ann]
     base = args[0] if args else ann
+    if typing.get_origin(base) is typing.Annotated:
+        base = typing.get_args(base)[0]
     registry = field_registry(field)
     if registry is not None:
         return [n for n in registry.names() if n != default]
@@ -143,7 +145,7 @@ def other_value(field, default):
     elif typing.get_origin(base) is list:
         return [["math500", "aime24"], ["x", "y"]]
     elif typing.get_origin(base) is dict:
-        return [{"aime24": "x.jsonl"}, {"k": "v"}]
+        return [{"aime24": "x.jsonl"}, {"k": "v"}, {"problem": "question", "response": "messages[-1].content"}]
     else:
         return []
     return [c for c in cands if c != default and (lo is None or c >= lo) and (gt is None or c > gt)

@@ -68,7 +68,7 @@ def job_nodes(cluster: LocalCluster, name_part: str) -> tuple[set[str], int]:
 def check_output(out: Path, n_rows: int) -> dict:
     manifest = json.loads((out / "manifest.json").read_text())
     c = manifest["counts"]
-    assert manifest["balanced"] and c["input"] == n_rows == c["kept"] + c["dropped"] + c["rejected"]
+    assert manifest["balanced"] and c["records"] == c["input_rows"] == n_rows == c["kept"] + c["dropped"] + c["rejected"]
     ids = []
     for part in ("curated", "dropped", "rejects"):
         for f in sorted((out / part).glob("*.parquet")):

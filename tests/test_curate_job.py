@@ -33,7 +33,7 @@ def check_contract(out: Path, drop_top: float = 0.10) -> dict:
     kept, dropped, rejects = read_part(out, "curated"), read_part(out, "dropped"), read_part(out, "rejects")
     c = manifest["counts"]
     assert (c["kept"], c["dropped"], c["rejected"]) == (len(kept), len(dropped), len(rejects))
-    assert c["input"] == len(kept) + len(dropped) + len(rejects)
+    assert c["records"] == len(kept) + len(dropped) + len(rejects)
     keys = [(r["source"], r["id"]) for r in kept + dropped]
     assert len(keys) == len(set(keys))
     for r in kept + dropped:
@@ -70,7 +70,7 @@ def local_run(ray_local, tmp_path_factory, shared_data):
 def test_real_trajectories_contract(local_run):
     out, manifest = local_run
     m = check_contract(out)
-    assert m["counts"]["input"] == 600 and m["counts"]["rejected"] == 0
+    assert m["counts"]["input_rows"] == m["counts"]["records"] == 600 and m["counts"]["rejected"] == 0
     assert len(m["by_source"]) == 3
     for src, v in m["by_source"].items():
         assert v["threshold"]["n_drop"] == n_to_drop(0.1, v["verdicts"]["correct"])
@@ -134,7 +134,7 @@ def test_hostile_input(ray_local, tmp_path):
     m = run_curate(CurateConfig(input=str(src), output=str(tmp_path / "out"), verify_timeout_s=2.0))
     assert time.time() - t0 < HOSTILE_BOUND_S
     c = m["counts"]
-    assert c["input"] == 13 and c["input"] == c["kept"] + c["dropped"] + c["rejected"]
+    assert c["input_rows"] == c["records"] == 13 and c["records"] == c["kept"] + c["dropped"] + c["rejected"]
     rejects = {r["row"]: r for r in read_part(tmp_path / "out", "rejects")}
     assert "malformed JSON" in rejects[5]["reason"] and rejects[5]["raw"].startswith('{"problem": "broken"')
     assert "not UTF-8" in rejects[6]["reason"]

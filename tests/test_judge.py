@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -260,6 +261,46 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(ray_local, tmp_path
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
+def test_judge_steps_come_from_the_canonical_thinking(ray_local, tmp_path):
+    """The same trace in three markups gets the same steps; curated rows give their `thinking` column (here an
+    ablated one, shorter than the raw response), and older curated rows without it are split as curation does."""
+    import pyarrow.parquet as pq
+
+    from raypipe.core import io
+    from raypipe.core.formats import FORMATS
+    from raypipe.core.schema import records_table
+    from raypipe.diagnostics.judge_job import JudgeConfig, run_judge
+
+    steps = ["Let me compute 2 + 3 = 5.", "Perhaps another way: 3 + 2 = 5.", "Let me check: 5 - 3 = 2, correct.",
+             "So the answer is 5.", "Alternatively, count up: 3, 4, 5."]
+    thinking, final, problem = "\n\n".join(steps), "The answer is \\boxed{5}.", "What is 2 + 3?"
+    inp = tmp_path / "in"
+    inp.mkdir()
+    flat = [{"id": "think", "problem": problem, "answer": "5", "response": f"<think>\n{thinking}\n</think>\n\n{final}"},
+            {"id": "harmony", "problem": problem, "answer": "5", "response": (
+                f"<|channel|>analysis<|message|>{thinking}<|end|><|start|>assistant<|channel|>final<|message|>"
+                f"{final}<|return|>")}]
+    (inp / "flat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in flat))
+    chat = {"id": "chat", "answer": "5", "messages": [{"role": "user", "content": problem},
+                                                      {"role": "assistant", "content": final,
+                                                       "reasoning_content": thinking}]}
+    (inp / "chat.jsonl").write_text(json.dumps(chat) + "\n")
+    rec = FORMATS.create("flat").records({**flat[0], "id": "curated"}, "s", "x", 0)[0]
+    table = records_table([rec, {**rec, "id": "legacy"}])
+    ablated = table.set_column(table.schema.get_field_index("thinking"), "thinking",
+                               pa.array(["\n\n".join(steps[:2]), None], pa.string()))
+    pq.write_table(ablated.slice(0, 1), inp / "curated.parquet")
+    pq.write_table(table.slice(1, 1).drop_columns(["thinking", "final"]), inp / "legacy.parquet")
+
+    run_judge(JudgeConfig(input=str(inp), output=str(tmp_path / "out"), num_cpus=2))
+    out = {r["id"]: r for r in io.read_parquet_dir(str(tmp_path / "out" / "trajectories"), io.Storage()).to_pylist()}
+    assert set(out) == {"think", "harmony", "chat", "curated", "legacy"}
+    want = [KeywordJudge("paper").label(s) for s in steps]
+    for name in ("think", "harmony", "chat", "legacy"):
+        assert out[name]["error"] is None and out[name]["labels"] == want, name
+    assert out["curated"]["labels"] == want[:2] and out["curated"]["n_steps_total"] == 2
+
+
 def test_vllm_request_rows_split_and_reassemble():
     """The GPU path's pure parts (vLLM itself needs a GPU): request rows cover every step once and reassemble."""
     from raypipe.diagnostics.judge_job import JudgeConfig
@@ -268,7 +309,7 @@ def test_vllm_request_rows_split_and_reassemble():
     cfg = JudgeConfig(input="x", output="y", backend="vllm", model="m", steps_per_request=2)
     steps = [f"We compute {i} + 1 = {i + 1}." for i in range(5)]
     row = {"id": "t", "source": "s", "problem_id": "p", "error": None, "problem": "Q?", "branch_ratio": None,
-           "response": "\n\n".join(steps), "thinking_start": 0, "thinking_end": len("\n\n".join(steps))}
+           "thinking": "\n\n".join(steps), "final": "\\boxed{5}"}
     reqs = to_requests(row, cfg)
     assert [(r["first"], r["count"]) for r in reqs] == [(0, 2), (2, 2), (4, 1)]
     answers = []
@@ -279,7 +320,7 @@ def test_vllm_request_rows_split_and_reassemble():
     out = assemble(answers, cfg)
     assert out["labels"] == [expected_label(k) for k in range(1, 5)] + [UNLABELLED]
     assert out["n_requests"] == 3 and out["n_failed_requests"] == 1 and out["request_errors"] == ["engine error"]
-    empty = to_requests({**row, "response": "", "thinking_end": 0}, cfg)
+    empty = to_requests({**row, "thinking": ""}, cfg)
     assert [r["count"] for r in empty] == [0]
     assert assemble([{**empty[0], "answer": None, "answer_error": None}], cfg)["labels"] == []
 

@@ -13,9 +13,10 @@ from raypipe.core.lexicon import get_lexicon
 pytestmark = pytest.mark.timeout(300)
 
 PROBLEM = "Find the sum of all integers n such that 1 <= n <= 100."
-RESPONSE = ("<think>Let me solve the problem step by step. First, compute the sum: 1 + 2 + ... + 100.\n\n"
+THINKING = ("Let me solve the problem step by step. First, compute the sum: 1 + 2 + ... + 100.\n\n"
             "Perhaps we can try another approach. Alternatively, pair the terms: 1 + 100 = 101, 50 pairs.\n\n"
-            "Wait, let me check the arithmetic again: 50 * 101 = 5050.</think>\nThe final answer is \\boxed{5050}.")
+            "Wait, let me check the arithmetic again: 50 * 101 = 5050.")
+FINAL = "The final answer is \\boxed{5050}."
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,11 @@ def probe(tiny_model_path):
 
 
 def test_equals_direct_transformers_computation(probe):
-    p_ids, r_ids, _ = probe.encode(PROBLEM, RESPONSE)
+    from raypipe.train.render import render
+
+    p_ids, r_ids, _ = probe.encode(probe.render(PROBLEM, THINKING, FINAL))
+    sft = render(probe.tokenizer, PROBLEM, THINKING, FINAL, 100_000).example
+    assert sft.input_ids == p_ids + r_ids and sft.labels == [-100] * len(p_ids) + r_ids  # exactly SFT's tokens
     ids = torch.tensor([p_ids + r_ids])
     labels = ids.clone()
     labels[0, : len(p_ids)] = -100
@@ -34,14 +39,14 @@ def test_equals_direct_transformers_computation(probe):
     direct = -logp.gather(1, ids[0, 1:, None]).squeeze(1)[len(p_ids) - 1:].numpy()
     direct_entropy = -(logp.exp() * logp).sum(-1)[len(p_ids) - 1:].numpy()
 
-    scores = probe.score(PROBLEM, RESPONSE)
+    scores = probe.score(PROBLEM, THINKING, FINAL)
     assert len(scores.loss) == len(r_ids) > 50
     np.testing.assert_allclose(scores.loss, direct, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores.entropy, direct_entropy, rtol=1e-5, atol=1e-5)
     # The mean over response tokens is the SFT loss transformers reports with the prompt masked.
     assert scores.loss.mean() == pytest.approx(out.loss.item(), rel=1e-5)
-    row = probe.measure({"id": "x", "source": "s", "problem_id": "p", "problem": PROBLEM, "response": RESPONSE,
-                         "thinking_start": 7, "thinking_end": RESPONSE.index("</think>")})
+    row = probe.measure({"id": "x", "source": "s", "problem_id": "p", "problem": PROBLEM, "thinking": THINKING,
+                         "final": FINAL})
     assert row["mean_loss"] == pytest.approx(float(direct.mean()), rel=1e-5)
     assert row["sum_loss"] == pytest.approx(float(direct.sum()), rel=1e-5)
     assert row["n_routine"] == int((direct < 0.05).sum())
@@ -51,19 +56,19 @@ def test_equals_direct_transformers_computation(probe):
 
 @pytest.mark.parametrize("window", [1, 3, 17, 64])
 def test_windows_do_not_change_token_losses(probe, window):
-    full = probe.score(PROBLEM, RESPONSE, window=100_000)
-    part = probe.score(PROBLEM, RESPONSE, window=window)
+    full = probe.score(PROBLEM, THINKING, FINAL, window=100_000)
+    part = probe.score(PROBLEM, THINKING, FINAL, window=window)
     np.testing.assert_allclose(part.loss, full.loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(part.entropy, full.entropy, rtol=1e-4, atol=1e-5)
 
 
 def test_truncation_scores_only_the_tokens_that_fit(tiny_model_path):
     probe = LossProbe(tiny_model_path, max_tokens=40, dtype="float32").setup()
-    p_ids, r_ids, _ = probe.encode(PROBLEM, RESPONSE)
-    s = probe.score(PROBLEM, RESPONSE)
+    p_ids, r_ids, _ = probe.encode(probe.render(PROBLEM, THINKING, FINAL))
+    s = probe.score(PROBLEM, THINKING, FINAL)
     assert s.truncated and len(s.loss) == 40 - len(p_ids) and s.n_response_tokens == len(r_ids)
     np.testing.assert_allclose(s.loss, LossProbe(tiny_model_path, dtype="float32").setup()
-                               .score(PROBLEM, RESPONSE).loss[: len(s.loss)], atol=1e-5)
+                               .score(PROBLEM, THINKING, FINAL).loss[: len(s.loss)], atol=1e-5)
 
 
 def test_marker_mask_on_hand_built_offsets():
@@ -74,13 +79,16 @@ def test_marker_mask_on_hand_built_offsets():
 
 
 def test_marker_tokens_on_hand_checked_string(probe):
-    text = ("<think>So x = 2.\n\nPerhaps we try y; alternatively z. Perhapsy is no marker.\n\n"
-            "Another idea: ANOTHER one.</think>\nPerhaps the answer is 4.")
-    start, end = len("<think>"), text.index("</think>")
+    thinking = ("So x = 2.\n\nPerhaps we try y; alternatively z. Perhapsy is no marker.\n\n"
+                "Another idea: ANOTHER one.")
+    rendered = probe.render("q", thinking, "Perhaps the answer is 4.")
+    text = rendered.completion  # the rendered assistant turn: the canonical reasoning sits at thinking_span
+    start, end = rendered.thinking_span
+    assert text[start:end] == thinking and text.startswith("<think>\n")
     spans = marker_spans(text, start, end, get_lexicon("paper"))
     # Case-insensitive, whole words only, and only inside the reasoning (not the final "Perhaps").
     assert [text[s:e] for s, e in spans] == ["Perhaps", "alternatively", "Another", "ANOTHER"]
-    _, _, offsets = probe.encode("q", text)
+    _, _, offsets = probe.encode(rendered)
     mask = marker_token_mask(offsets, spans)
     # Every flagged token lies on a marker, and the flagged tokens spell out each marker.
     for (a, b), m in zip(offsets, mask):
@@ -90,6 +98,21 @@ def test_marker_tokens_on_hand_checked_string(probe):
         covered = "".join(text[a:b] for (a, b), m in zip(offsets, mask) if m and a < e and b > s)
         assert text[s:e] in covered and len(covered) <= e - s + 1  # at most a leading space
     assert not any(m for (a, b), m in zip(offsets, mask) if a >= end)
+
+
+def test_the_same_trace_in_two_markups_scores_the_same(probe):
+    """A harmony row and the same trace as a <think> row: the same rendered text, so the same numbers (the
+    harmony channel tokens are no longer scored as routine tokens)."""
+    from raypipe.core.formats import FORMATS
+
+    rows = [{"problem": PROBLEM, "response": f"<think>\n{THINKING}\n</think>\n\n{FINAL}"},
+            {"problem": PROBLEM, "response": f"<|channel|>analysis<|message|>{THINKING}<|end|><|start|>assistant"
+                                             f"<|channel|>final<|message|>{FINAL}<|return|>"}]
+    think, harmony = (FORMATS.create("flat").records(r, "s", "x.jsonl", 0)[0] for r in rows)
+    assert (think["markup"], harmony["markup"]) == ("think", "harmony")
+    a, b = probe.measure(think), probe.measure(harmony)
+    assert a["error"] is None and a["n_tokens"] > 50 and a["n_markers"] == 3 and a["n_marker_tokens"] >= 2
+    assert {k: v for k, v in a.items() if k != "id"} == {k: v for k, v in b.items() if k != "id"}
 
 
 def test_loss_probe_job_real_data_local_and_s3(ray_local, tmp_path, s3_bucket, shared_data):

@@ -60,7 +60,7 @@ def test_curation_survives_flaky_s3_and_names_a_dead_object(s3_bucket):
     assert proxy.counts["503"] >= 3 and proxy.counts["drop"] >= 3, proxy.counts
     manifest = json.loads(client.get_object(Bucket=bucket, Key="out/manifest.json")["Body"].read())
     c = manifest["counts"]
-    assert manifest["balanced"] and c["input"] == len(expected) and c["rejected"] == 0
+    assert manifest["balanced"] and c["records"] == len(expected) and c["rejected"] == 0
     ids = read_ids(client, bucket, "out/curated/") + read_ids(client, bucket, "out/dropped/")
     assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected
 

@@ -44,7 +44,7 @@ def curated_run(ray_local, tmp_path_factory) -> Path:
     for f in input_files():
         (inputs / f.name).symlink_to(f)
     manifest = run_curate(CurateConfig(input=str(inputs), output=str(root / "run"), num_cpus=2))
-    assert manifest["balanced"] and manifest["counts"]["input"] == len(raw_rows())
+    assert manifest["balanced"] and manifest["counts"]["records"] == len(raw_rows())
     return root / "run"
 
 
@@ -161,6 +161,30 @@ def test_online_decisions_equal_the_batch_jobs_on_every_real_trajectory(servers)
     assert not mismatches, mismatches[:10]
     decisions = {r.json()["decision"] for r in singles}
     assert decisions == {"keep", "drop"}  # both outcomes occur, so equality means something
+
+
+def test_online_scorer_reads_the_canonical_parts_whatever_the_markup(curated_run):
+    """A trajectory sent as one response in <think> markup and the same one as reasoning_content beside its final
+    part score alike: the endpoint reads the canonical reasoning and final part, as the batch job does."""
+    from raypipe.core.schema import split_reasoning
+    from raypipe.online.scorer import OnlineScorer, load_run
+
+    scorer = OnlineScorer(load_run(str(curated_run / "manifest.json"))).setup()
+    try:
+        rows = [r for r in raw_rows() if split_reasoning(r["response"]).final.strip()][:20]
+        assert len(rows) == 20
+        as_fields = []
+        for r in rows:
+            split = split_reasoning(r["response"])
+            as_fields.append({**r, "response": split.final, "reasoning_content": split.thinking})
+        keys = ("id", "verdict", "answer_extracted", "n_steps", "branch_score", "decision")
+        want = [{k: x[k] for k in keys} for x in scorer.score_rows(rows)]
+        assert [{k: x[k] for k in keys} for x in scorer.score_rows(as_fields)] == want
+        assert {x["verdict"] for x in want} != {None} and any(x["n_steps"] > 1 for x in want)
+        lone = scorer.score_rows([{**as_fields[0], "reasoning_content": "\ud800 x"}])
+        assert lone[0]["decision"] == "reject" and "surrogate" in lone[0]["error"]
+    finally:
+        scorer.close()
 
 
 def test_bearer_token_is_required_on_the_api_but_not_on_health(servers):

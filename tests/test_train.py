@@ -40,7 +40,7 @@ def curated(records, tmp_path_factory):
 
 
 def test_labels_mask_prompt_and_padding_exactly(tokenizer, records):
-    rendered = [render(tokenizer, r["problem"], r["response"], 8192) for r in records[:3]]
+    rendered = [render(tokenizer, r["problem"], r["thinking"], r["final"], 8192) for r in records[:3]]
     prompts = [len(tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": r["problem"]}],
                                                            add_generation_prompt=True, tokenize=False),
                              add_special_tokens=False)["input_ids"]) for r in records[:3]]
@@ -57,10 +57,10 @@ def test_labels_mask_prompt_and_padding_exactly(tokenizer, records):
 
 def test_overlong_policy_drops_or_truncates(tokenizer, records):
     r = records[-1]
-    assert render(tokenizer, r["problem"], r["response"], 64).status == "dropped_overlong"
-    cut = render(tokenizer, r["problem"], r["response"], 400, overlong="truncate")
+    assert render(tokenizer, r["problem"], r["thinking"], r["final"], 64).status == "dropped_overlong"
+    cut = render(tokenizer, r["problem"], r["thinking"], r["final"], 400, overlong="truncate")
     assert cut.status == "truncated" and len(cut.example.input_ids) == 400 and cut.example.labels[-1] != IGNORE
-    assert render(tokenizer, "", "x", 64).status == "empty"
+    assert render(tokenizer, "", "x", "y", 64).status == "empty"
 
 
 def test_packed_document_logits_match_solo(tiny_model_path, tokenizer, records):
@@ -68,7 +68,7 @@ def test_packed_document_logits_match_solo(tiny_model_path, tokenizer, records):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path, attn_implementation="sdpa").eval()
     docs = [Doc(x.example.input_ids, x.example.labels) for x in
-            (render(tokenizer, r["problem"], r["response"], 1024) for r in records[:4]) if x.example]
+            (render(tokenizer, r["problem"], r["thinking"], r["final"], 1024) for r in records[:4]) if x.example]
     rows = pack(docs, 2048)
     row = max(rows, key=len)
     assert len(row) >= 2
@@ -89,7 +89,7 @@ def test_chunked_loss_equals_full_cross_entropy(tiny_model_path, tokenizer, reco
     from raypipe.train.step import CausalLMLoss
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
-    x = render(tokenizer, records[0]["problem"], records[0]["response"], 2048).example
+    x = render(tokenizer, records[0]["problem"], records[0]["thinking"], records[0]["final"], 2048).example
     batch = collate([row_record([Doc(x.input_ids, x.labels)])], tokenizer.pad_token_id)
     with torch.no_grad():
         ref = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
@@ -125,7 +125,7 @@ def zero2_run(ray_local, curated, tmp_path_factory):
 
 
 @pytest.mark.timeout(300)
-def test_zero2_overfits_and_reports(zero2_run):
+def test_zero2_overfits_and_reports(zero2_run, records):
     out, s = zero2_run
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == list(range(1, 7))
@@ -137,6 +137,34 @@ def test_zero2_overfits_and_reports(zero2_run):
     assert {k for h in history for k in h if k.startswith("loss/")} == {"loss/sky-14b", "loss/sky-27b"}
     assert 0 <= s["padding_fraction"] < 1 and s["tokens_per_s"] > 0 and history[-1]["lr"] > 0
     assert json.loads((out / "train_summary.json").read_text())["model_path"] == str(out / "model")
+    # What was rendered is recorded: the layout, and how many rows had reasoning.
+    r = s["rendering"]
+    assert r["assistant_format"] == "<think>\n{thinking}\n</think>\n\n{final}" and r["template"] == "auto"
+    assert r["parts_from"] == "thinking/final columns"
+    assert r["rows_with_thinking"] + r["rows_without_thinking"] + r["rows_unmarked"] == s["data"]["rows_used"] == 8
+    # Responses without reasoning markup (thinking == final) are rendered once; the rest with their reasoning.
+    assert r["rows_unmarked"] == sum(x["markup"] == "plain" for x in records) > 0
+    assert r["rows_with_thinking"] == sum(x["markup"] == "sky" for x in records) > 0
+
+
+@pytest.mark.timeout(300)
+def test_older_curated_data_gives_the_same_training_rows(ray_local, records, curated, tmp_path):
+    """A curated folder written before the thinking / final columns: the response is split, to the same tokens."""
+    from raypipe.core.io import Storage
+    from raypipe.tiny import resolve_model
+    from raypipe.train.config import TrainConfig
+    from raypipe.train.data import prepare
+
+    legacy = write_curated(tmp_path / "legacy", records, legacy=True)
+    got = {}
+    for name, folder in (("columns", curated), ("legacy", legacy)):
+        cfg = TrainConfig(data=str(folder), output=str(tmp_path / name), **RUN)
+        ds, stats = prepare(cfg, resolve_model("tiny"), Storage(), ["sky-14b", "sky-27b"])
+        got[name] = sorted(tuple(int(i) for i in r["input_ids"]) for r in ds.take_all()), stats
+    assert got["columns"][0] == got["legacy"][0] and got["columns"][0]
+    assert got["columns"][1]["parts_from"] == "thinking/final columns"
+    assert got["legacy"][1]["parts_from"].startswith("response (split")
+    assert got["columns"][1]["rendered"] == got["legacy"][1]["rendered"]
 
 
 @pytest.mark.timeout(120)

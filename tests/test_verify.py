@@ -41,10 +41,12 @@ def test_verdicts(verifier):
         ("205", "204"),
         (None, "5"),
         ("7", ""),
+        ("7", r"\text{}"),
         (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\frac{\pi}{2})"),
     ]
     got = [g.verdict for g in verifier.grade_many(pairs)]
-    assert got == ["correct", "correct", "correct", "wrong", "no_answer", "unparseable_reference", "correct"]
+    assert got == ["correct", "correct", "correct", "wrong", "no_answer", "unverified", "unparseable_reference",
+                   "correct"]
 
 
 def test_hostile_answers_are_bounded_and_never_evaluated(verifier, tmp_path):
@@ -97,7 +99,7 @@ def test_agreement_with_reference_harness(verifier, tmp_path):
 
     scorer = Scorer(ScoringConfig())
     scorer.verifier = verifier
-    disagreements, with_final, agree, truncated_credited = [], 0, 0, 0
+    disagreements, with_final, agree, truncated_credited, from_display = [], 0, 0, 0, {}
     for path in sorted(TRAJECTORIES.glob("*.jsonl")):
         raw = {json.loads(line)["id"]: json.loads(line) for line in path.open()}
         records, rejects, _ = load_shard(str(path), Storage())
@@ -105,6 +107,8 @@ def test_agreement_with_reference_harness(verifier, tmp_path):
         scored = scorer.score(records).to_pylist()
         for r in scored:
             src = raw[r["id"]]
+            if r["answer_source"] == "final:display-equation":
+                from_display[r["id"]] = r["verdict"]
             harness_ok = str(src["correct"]) == "True"
             ours = r["verdict"]
             if not r["thought_complete"]:
@@ -125,6 +129,9 @@ def test_agreement_with_reference_harness(verifier, tmp_path):
     assert 100 <= truncated_credited <= 140, truncated_credited  # the harness credits ~120 cut-off outputs
     assert agree / with_final >= 0.97
     assert not [d for d in disagreements if d["category"] == "uncategorised"], disagreements
+    # The concluding display equation ($$\tan A = 2$$; "the final result is: \[ … = \frac{1}{8} \]") grades
+    # exactly these two finished solutions, both right, and no other row: every other verdict is as before it.
+    assert from_display == {"math500_45": "correct", "math500_416": "correct"}, from_display
 
 
 def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison():

@@ -25,9 +25,12 @@ def real_records(trajectories: Path, per_source: int, max_chars: int) -> list[di
     return out
 
 
-def write_curated(out_dir: Path, records: list[dict]) -> Path:
-    """A curation-style output folder: curated/part-0.parquet with decision=keep."""
-    table = records_table(records).drop_columns(["thinking", "final"])
+def write_curated(out_dir: Path, records: list[dict], legacy: bool = False) -> Path:
+    """A curation-style output folder: curated/part-0.parquet with decision=keep (legacy: as curation wrote it before
+    the canonical `thinking` and `final` columns)."""
+    table = records_table(records)
+    if legacy:
+        table = table.drop_columns(["thinking", "final"])
     table = table.append_column("decision", pa.array(["keep"] * table.num_rows))
     (out_dir / "curated").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out_dir / "curated" / "part-0.parquet")

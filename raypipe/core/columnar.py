@@ -22,6 +22,7 @@ from raypipe.core.schema import (
     RECORD_SCHEMA,
     RESPONSE_KEYS,
     dominant_markup,
+    harmony_reasoning,
     markup_bounds,
     problem_id,
     stable_hash,
@@ -115,6 +116,12 @@ def normalize_flat_table(table: pa.Table, default_source: str, shard: str) -> tu
             bounds[i] = markup_bounds(data, int(offs[i]), int(offs[i + 1]), expected[sources[i]])
     b = np.array([x[:4] for x in bounds], dtype=np.int64).reshape(n, 4)
     thinking, final = _gather(data, b[:, 0], b[:, 1]), _gather(data, b[:, 2], b[:, 3])
+    harmony = [i for i in range(n) if bounds[i][5] == "harmony"]
+    if harmony:  # a harmony span may hold several messages and tool calls: the row path's plain text
+        texts = thinking.to_pylist()
+        for i in harmony:
+            texts[i] = harmony_reasoning(texts[i])
+        thinking = pa.array(texts, pa.string())
     chars = _char_offsets(resp, data, offs[:-1], b - offs[:-1, None])
     problems = problem.to_pylist()
     id_list = ids.to_pylist()
@@ -137,6 +144,7 @@ def normalize_flat_table(table: pa.Table, default_source: str, shard: str) -> tu
         "final_start": pa.array(chars[:, 2]), "final_end": pa.array(chars[:, 3]),
         "thought_complete": pa.array([x[4] for x in bounds], pa.bool_()),
         "markup": pa.array([x[5] for x in bounds], pa.string()), "meta": pa.array(meta, pa.string()),
-        "shard": pa.array([shard] * n, pa.string()), "row": pa.array(rows, pa.int64()),
+        "format": pa.array(["flat"] * n, pa.string()), "shard": pa.array([shard] * n, pa.string()),
+        "row": pa.array(rows, pa.int64()), "record": pa.array(np.zeros(n, dtype=np.int64)),
     }
     return pa.Table.from_arrays([columns[f.name] for f in RECORD_SCHEMA], schema=RECORD_SCHEMA), rejects

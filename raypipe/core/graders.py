@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from raypipe.core.registry import Registry
-from raypipe.core.verify import VERIFIER_VERSION, Grade, Verifier, extract_answer
+from raypipe.core.verify import VERIFIER_VERSION, Grade, Verifier, extract
 
 if TYPE_CHECKING:
     from raypipe.core.scoring import ScoringConfig
@@ -28,7 +28,8 @@ class Grader:
     def close(self) -> None:
         pass
 
-    def extract(self, final: str) -> str | None:
+    def extract(self, text: str, boxed_only: bool = False) -> tuple[str | None, str]:
+        """(answer, how it was found) in a final part; `boxed_only` for reasoning text (its last \\boxed{})."""
         raise NotImplementedError
 
     def grade_many(self, pairs: list[tuple[str | None, str]]) -> list[Grade]:
@@ -40,8 +41,9 @@ GRADERS: Registry[Grader] = Registry("grader")
 
 @GRADERS.register("math-verify")
 class MathVerify(Grader):
-    """The last \\boxed{} (then answer phrases) of the final part, compared by math-verify's LaTeX parser in
-    bounded worker processes (never parse_expr, sympify or eval on untrusted text)."""
+    """The last \\boxed{} of the final part (then answer phrases, then a concluding display equation's right-hand
+    side), compared by math-verify's LaTeX parser in bounded worker processes (never parse_expr, sympify or eval
+    on untrusted text)."""
 
     version = VERIFIER_VERSION
 
@@ -56,8 +58,8 @@ class MathVerify(Grader):
     def close(self) -> None:
         self.verifier.close()
 
-    def extract(self, final: str) -> str | None:
-        return extract_answer(final)
+    def extract(self, text: str, boxed_only: bool = False) -> tuple[str | None, str]:
+        return extract(text, boxed_only)
 
     def grade_many(self, pairs: list[tuple[str | None, str]]) -> list[Grade]:
         return self.verifier.grade_many(pairs)

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from raypipe.core.formats import FORMATS
 from raypipe.core.proxies import PROXIES, step_ratio
 from raypipe.core.registry import registered
 from raypipe.core.rules import RULES
 from raypipe.core.schema import hash64
-from raypipe.core.verify import CORRECT
+from raypipe.core.verify import CORRECT, UNVERIFIED
 
 
 class Threshold(BaseModel):
@@ -36,6 +37,7 @@ class Policy(BaseModel):
     proxy: registered(PROXIES) = "keyword-share"
     seed: int = 0
     keep_incorrect: bool = False
+    keep_unverified: bool = False  # rows without a reference answer (verdict unverified): kept, never ranked
     reference_source: str | None = None
     thresholds: dict[str, Threshold | None] = {}
     default_threshold: float | None = None  # for sources the run never saw: a primary-key cut-off
@@ -69,6 +71,21 @@ def rank_keys(table: pa.Table, policy: Policy, branch_score: np.ndarray) -> tupl
     return np.asarray(RULES.create(policy.rule).keys(table, policy, branch_score), dtype=np.float64), tb
 
 
+ANSWER_NOTES = {"thinking": "answer from the reasoning's last \\boxed{} (no answer in the final part)",
+                "final:display-equation": "answer from the final display equation (no \\boxed{} or answer phrase)"}
+
+
+def _note(answer_source: str | None) -> str:
+    if not answer_source:
+        return ""
+    note = ANSWER_NOTES.get(answer_source) or ANSWER_NOTES.get(answer_source.split(":")[0])
+    return f"; {note}" if note else ""
+
+
+def _column(table: pa.Table, name: str, default=None) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [default] * table.num_rows
+
+
 def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
     """decision (keep|drop), reason, branch_score, step_ratio and threshold for each row."""
     score, ratio = branch_scores(table, policy)
@@ -76,28 +93,38 @@ def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
     rule = RULES.get(policy.rule)
     verdicts = table.column("verdict").to_pylist()
     sources = table.column("source").to_pylist()
+    duplicates, formats = _column(table, "duplicate_of"), _column(table, "format")
+    n_steps, where = _column(table, "n_steps", 1), _column(table, "answer_source")
+    needs_reasoning = {f: FORMATS.get(f).requires_thinking for f in set(formats) if f in FORMATS}
     decisions, reasons, limits = [], [], []
     for i, (verdict, source) in enumerate(zip(verdicts, sources)):
         known = source in policy.thresholds
         th = policy.thresholds.get(source)
         limit = th.score if th is not None else (None if known else policy.default_threshold)
         limits.append(limit)
-        if verdict != CORRECT and not policy.keep_incorrect:
-            decisions.append("drop")
-            reasons.append(f"verdict:{verdict}")
-            continue
-        if verdict == CORRECT and rule.drops and limit is not None:
+        decision, reason = "keep", "kept"
+        if duplicates[i] is not None:
+            decision, reason = "drop", f"duplicate (the same source, problem and response as id {duplicates[i]})"
+        elif needs_reasoning.get(formats[i]) and not n_steps[i]:
+            decision, reason = "drop", f"empty reasoning (format {formats[i]} carries one)"
+        elif verdict == UNVERIFIED:
+            if not (policy.keep_unverified or policy.keep_incorrect):
+                decision, reason = "drop", f"verdict:{verdict}"
+            else:
+                reason = "kept (unverified: no reference answer)"
+        elif verdict != CORRECT and not policy.keep_incorrect:
+            decision, reason = "drop", f"verdict:{verdict}"
+        elif verdict == CORRECT and rule.drops and limit is not None:
             if th is not None:
                 over = primary[i] > th.score or (primary[i] == th.score and tb[i] >= th.tiebreak)
             else:
                 over = primary[i] >= limit
             if over:
-                decisions.append("drop")
-                reasons.append(f"rule:{policy.rule} ({rule.describes}, top {policy.drop_top:.0%} of "
-                               f"{'its source' if known else 'all sources'})")
-                continue
-        decisions.append("keep")
-        reasons.append("kept")
+                decision = "drop"
+                reason = (f"rule:{policy.rule} ({rule.describes}, top {policy.drop_top:.0%} of "
+                          f"{'its source' if known else 'all sources'})")
+        decisions.append(decision)
+        reasons.append(reason + _note(where[i]))
     return {
         "branch_score": pa.array(score, mask=np.isnan(score)),
         "step_ratio": pa.array(ratio, mask=np.isnan(ratio)),

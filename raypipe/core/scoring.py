@@ -5,6 +5,8 @@ A stage in the NeMo-Curator style: construct with a config (and optionally a gra
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
@@ -25,10 +27,14 @@ class ScoringConfig(BaseModel):
     verify_workers: int = Field(1, ge=1, description="grader worker processes per scorer")
     grader: registered(GRADERS) = Field("math-verify", description="how final answers are compared with references")
     proxy: registered(PROXIES) = Field("keyword-share", description="the branch proxy (its own columns are measured)")
+    answer_from: Literal["final", "final-or-thinking"] = Field(
+        "final", description="where the graded answer comes from: the final part only; or, when a finished "
+        "reasoning has no final part or none with an answer, the last \\boxed{} of the reasoning")
 
 
 SCORE_FIELDS = [
     ("answer_extracted", pa.string()),
+    ("answer_source", pa.string()),  # where the answer was found: final:boxed|phrase|display-equation, thinking:boxed
     ("verdict", pa.string()),
     ("verify_detail", pa.string()),
     ("verify_ms", pa.float64()),
@@ -69,12 +75,13 @@ class Scorer:
 
     def score(self, records: pa.Table) -> pa.Table:
         """Add the verdict and structure columns (and the proxy's own) to a table of normalised records."""
-        answers = [self.grader.extract(f or "") for f in records.column("final").to_pylist()]
+        answers, where = self.answers(records)
         grades = self.grader.grade_many(list(zip(answers, records.column("reference_answer").to_pylist())))
         structure = measure(records.column("thinking"), records.column("response"), self.lexicon,
-                            self.config.segmenter)
+                            self.config.segmenter, records.column("final"))
         cols = {
             "answer_extracted": pa.array(answers, type=pa.string()),
+            "answer_source": pa.array(where, type=pa.string()),
             "verdict": pa.array([g.verdict for g in grades], type=pa.string()),
             "verify_detail": pa.array([g.detail for g in grades], type=pa.string()),
             "verify_ms": pa.array([g.seconds * 1000.0 for g in grades], type=pa.float64()),
@@ -85,6 +92,22 @@ class Scorer:
         for name, _ in self.fields:
             out = out.append_column(name, cols[name])
         return out
+
+    def answers(self, records: pa.Table) -> tuple[list[str | None], list[str | None]]:
+        """Each record's answer and where it was found (`answer_from` decides whether reasoning text counts)."""
+        answers, where = [], []
+        from_thinking = self.config.answer_from == "final-or-thinking"
+        complete = records.column("thought_complete").to_pylist()
+        thinking = records.column("thinking").to_pylist() if from_thinking else []
+        for i, final in enumerate(records.column("final").to_pylist()):
+            answer, how = self.grader.extract(final or "")
+            place = "final"
+            if answer is None and from_thinking and complete[i]:
+                answer, how = self.grader.extract(thinking[i] or "", boxed_only=True)
+                place = "thinking"
+            answers.append(answer)
+            where.append(f"{place}:{how}" if answer is not None else None)
+        return answers, where
 
     def decide(self, scored: pa.Table, policy: decision.Policy) -> pa.Table:
         """Add branch_score, threshold, decision and reason under a selection policy."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import types
+import typing
 from typing import Any, ClassVar, TypeVar
 
 import yaml
@@ -62,8 +64,10 @@ class Settings(BaseModel):
 
 
 def field_registry(field) -> Any:
-    """The registry a field names a member of (a `registered(...)` field), else None."""
-    return registry_of(field.annotation) or next((registry_of(m) for m in field.metadata if registry_of(m)), None)
+    """The registry a field names a member of (a `registered(...)` field, optional or not), else None."""
+    options = [field.annotation, *typing.get_args(field.annotation)] if typing.get_origin(field.annotation) in (
+        typing.Union, types.UnionType) else [field.annotation]
+    return next((registry_of(a) for a in [*options, *field.metadata] if registry_of(a)), None)
 
 
 def config_hash(config: dict) -> str:

@@ -29,6 +29,7 @@ STRUCTURE_FIELDS = [
     ("markers_per_1k_tokens", pa.float64()),
     ("n_chars", pa.int64()),
     ("thinking_chars", pa.int64()),
+    ("final_chars", pa.int64()),
     ("n_tokens", pa.int64()),
     ("thinking_tokens", pa.int64()),
 ]
@@ -52,8 +53,9 @@ def _per_row(values: np.ndarray, parents: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(parents, weights=values, minlength=n).astype(np.int64)
 
 
-def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter: str = "blank") -> dict[str, pa.Array]:
-    """Structure columns for a batch of reasoning texts (and their full responses, for lengths)."""
+def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter: str = "blank",
+            final: pa.Array | None = None) -> dict[str, pa.Array]:
+    """Structure columns for a batch of reasoning texts (and their full responses and final parts, for lengths)."""
     thinking = pc.fill_null(thinking, "")
     n = len(thinking)
     steps = pc.split_pattern_regex(thinking, segment_pattern(segmenter))
@@ -78,6 +80,8 @@ def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter:
         "markers_per_1k_tokens": pa.array(per_1k),
         "n_chars": pc.utf8_length(pc.fill_null(response, "")).cast(pa.int64()),
         "thinking_chars": pc.utf8_length(thinking).cast(pa.int64()),
+        "final_chars": pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(
+            final if final is not None else pa.nulls(n, pa.string()), ""))).cast(pa.int64()),
         "n_tokens": pa.array(resp_tokens.astype(np.int64)),
         "thinking_tokens": pa.array(think_tokens.astype(np.int64)),
     }

@@ -19,9 +19,9 @@ from decimal import Decimal, InvalidOperation
 from multiprocessing.connection import Connection, wait
 
 CORRECT, WRONG, NO_ANSWER = "correct", "wrong", "no_answer"
-UNPARSEABLE_REFERENCE, TIMEOUT, ERROR = "unparseable_reference", "timeout", "error"
-VERDICTS = (CORRECT, WRONG, NO_ANSWER, UNPARSEABLE_REFERENCE, TIMEOUT, ERROR)
-VERIFIER_VERSION = "raypipe-verify-1/math-verify-latex"
+UNPARSEABLE_REFERENCE, TIMEOUT, ERROR, UNVERIFIED = "unparseable_reference", "timeout", "error", "unverified"
+VERDICTS = (CORRECT, WRONG, NO_ANSWER, UNPARSEABLE_REFERENCE, TIMEOUT, ERROR, UNVERIFIED)
+VERIFIER_VERSION = "raypipe-verify-2/math-verify-latex"
 
 MAX_ANSWER_CHARS = 2000
 MAX_BRACE_DEPTH = 100
@@ -50,19 +50,54 @@ def _boxed_contents(text: str, start: int) -> str | None:
     return None
 
 
-def extract_answer(final: str) -> str | None:
-    """The final answer of a response's final part: the last \\boxed{…}, else a 'final answer is …' phrase."""
-    if not final:
+def _display_equation(final: str) -> str | None:
+    """The right-hand side of a display equation that ends the final part ($$…$$ or \\[…\\])."""
+    text = final.rstrip()
+    if text.endswith("$$"):
+        start, expr = text.rfind("$$", 0, len(text) - 2), None
+        expr = text[start + 2:-2] if start != -1 else None
+    elif text.endswith("\\]"):
+        start = text.rfind("\\[")
+        expr = text[start + 2:-2] if start != -1 else None
+    else:
         return None
-    for m in reversed(list(_BOX.finditer(final))):
-        got = _boxed_contents(final, m.end())
+    if not expr or "$$" in expr:
+        return None
+    depth, cut = 0, -1
+    for i, c in enumerate(expr):
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth -= 1
+        elif c == "=" and depth == 0 and (i == 0 or expr[i - 1] not in "<>!:\\"):
+            cut = i
+    rhs = expr[cut + 1:].strip().rstrip(".,;").strip() if cut != -1 else ""
+    return rhs or None
+
+
+def extract(text: str, boxed_only: bool = False) -> tuple[str | None, str]:
+    """(answer, how it was found) of a final part: the last \\boxed{…} ("boxed"), else a 'final answer is …'
+    phrase ("phrase"), else the right-hand side of a concluding display equation ("display-equation");
+    (None, "") when there is none. `boxed_only`: the last \\boxed{…} or nothing (for reasoning text)."""
+    if not text:
+        return None, ""
+    for m in reversed(list(_BOX.finditer(text))):
+        got = _boxed_contents(text, m.end())
         if got is not None and got.strip():
-            return got.strip()
+            return got.strip(), "boxed"
+    if boxed_only:
+        return None, ""
     for pat in _FALLBACKS:
-        found = pat.findall(final)
+        found = pat.findall(text)
         if found:
-            return found[-1].strip()
-    return None
+            return found[-1].strip(), "phrase"
+    rhs = _display_equation(text)
+    return (rhs, "display-equation") if rhs else (None, "")
+
+
+def extract_answer(final: str) -> str | None:
+    """The final answer of a response's final part (see `extract`)."""
+    return extract(final)[0]
 
 
 def _clean(s: str) -> str:
@@ -237,7 +272,7 @@ class Verifier:
         for i, (answer, reference) in enumerate(pairs):
             t0 = time.perf_counter()
             if not reference or not reference.strip():
-                out[i] = Grade(UNPARSEABLE_REFERENCE, 0.0, "empty reference")
+                out[i] = Grade(UNVERIFIED, 0.0, "no reference answer")
             elif answer is None:
                 out[i] = Grade(NO_ANSWER, 0.0)
             elif len(answer) > MAX_ANSWER_CHARS or _depth(answer) > MAX_BRACE_DEPTH:

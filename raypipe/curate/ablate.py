@@ -1,4 +1,8 @@
-"""The paper's ablation: delete a random fraction of reasoning steps from a trajectory (seeded per row)."""
+"""The paper's ablation: delete a random fraction of reasoning steps from a trajectory (seeded per row).
+
+Steps are deleted from the canonical reasoning (`thinking`), which SFT trains on; the raw `response` is kept as it
+came in, and `steps_deleted` says how many steps each row lost.
+"""
 from __future__ import annotations
 
 import random
@@ -9,14 +13,14 @@ import pyarrow as pa
 from raypipe.core.structure import segment_pattern
 
 
-def delete_steps(response: str, start: int, end: int, fraction: float, seed: str, segmenter: str = "blank") -> tuple[str, int, int]:
-    """(new response, new end of the reasoning span, steps deleted). Separators between kept steps are kept."""
-    thinking = response[start:end]
+def delete_steps_text(thinking: str, fraction: float, seed: str, segmenter: str = "blank") -> tuple[str, int]:
+    """(the reasoning without round(fraction x steps) of its steps, steps deleted). Separators between kept steps
+    are kept."""
     pieces = re.split(f"({segment_pattern(segmenter)})", thinking, flags=re.ASCII)
     steps = [i for i in range(0, len(pieces), 2) if pieces[i].strip()]
     k = int(fraction * len(steps) + 0.5)
     if k == 0:
-        return response, end, 0
+        return thinking, 0
     gone = set(random.Random(seed).sample(steps, k))
     kept, first = [], True
     for i in range(0, len(pieces), 2):
@@ -26,25 +30,24 @@ def delete_steps(response: str, start: int, end: int, fraction: float, seed: str
             kept.append(pieces[i - 1])
         kept.append(pieces[i])
         first = False
-    new = "".join(kept)
+    return "".join(kept), k
+
+
+def delete_steps(response: str, start: int, end: int, fraction: float, seed: str, segmenter: str = "blank") -> tuple[str, int, int]:
+    """The same on a reasoning span response[start:end]: (new text, new end of the span, steps deleted)."""
+    new, k = delete_steps_text(response[start:end], fraction, seed, segmenter)
     return response[:start] + new + response[end:], start + len(new), k
 
 
 def delete_steps_table(table: pa.Table, fraction: float, seed: int, segmenter: str = "blank") -> pa.Table:
-    """Apply the ablation to every row; the response and the offsets after the reasoning are updated."""
-    responses, ends, fstarts, fends, counts = [], [], [], [], []
-    for r in table.select(["id", "source", "response", "thinking_start", "thinking_end", "final_start", "final_end"]).to_pylist():
-        new, new_end, k = delete_steps(r["response"], r["thinking_start"], r["thinking_end"], fraction,
-                                       f"{seed}/{r['source']}/{r['id']}", segmenter)
-        shift = new_end - r["thinking_end"]
-        moved = r["final_start"] >= r["thinking_end"]
-        responses.append(new)
-        ends.append(new_end)
-        fstarts.append(r["final_start"] + shift if moved else r["final_start"])
-        fends.append(r["final_end"] + shift if moved or r["final_end"] >= r["thinking_end"] else r["final_end"])
+    """Apply the ablation to every row's `thinking` (seeded by seed, source and id); `response` is unchanged."""
+    thinking, counts = [], []
+    for r in table.select(["id", "source", "thinking"]).to_pylist():
+        new, k = delete_steps_text(r["thinking"] or "", fraction, f"{seed}/{r['source']}/{r['id']}", segmenter)
+        thinking.append(new if r["thinking"] is not None else None)
         counts.append(k)
-    out = table
-    for name, values, typ in (("response", responses, pa.string()), ("thinking_end", ends, pa.int64()),
-                              ("final_start", fstarts, pa.int64()), ("final_end", fends, pa.int64())):
-        out = out.set_column(out.schema.get_field_index(name), name, pa.array(values, type=typ))
-    return out.append_column("steps_deleted", pa.array(counts, type=pa.int64()))
+    out = table.set_column(table.schema.get_field_index("thinking"), "thinking", pa.array(thinking, pa.string()))
+    counts_array = pa.array(counts, type=pa.int64())
+    if "steps_deleted" in out.column_names:
+        return out.set_column(out.schema.get_field_index("steps_deleted"), "steps_deleted", counts_array)
+    return out.append_column("steps_deleted", counts_array)

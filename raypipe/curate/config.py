@@ -1,10 +1,11 @@
 """The curation job's settings: `raypipe curate`'s flags, its --config YAML, and the experiment's curate stage."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
+from raypipe.core.formats import FORMATS, FieldMapping
 from raypipe.core.graders import GRADERS
 from raypipe.core.policy import Policy
 from raypipe.core.proxies import PROXIES
@@ -18,6 +19,17 @@ class CurateConfig(Settings):
     input: str = Field(description="input file, folder or glob of JSONL (.gz/.zst) or Parquet; local or s3://")
     output: str = Field(description="output folder, local or s3://: curated/ dropped/ rejects/ manifest.json "
                         "report.html")
+    format: registered(FORMATS) | None = Field(
+        None, description="input format (default: the one each file's fields fit best; an ambiguous file names "
+        "the formats that fit)")
+    fields: FieldMapping | None = Field(
+        None, description="read any other layout: problem=PATH,response=PATH[,thinking=,answer=,id=,source=] with "
+        "dotted paths and list indices, e.g. messages[-1].content")
+    answer_from: Literal["final", "final-or-thinking"] = Field(
+        "final", description="final: grade the final part only; final-or-thinking: a finished reasoning with no "
+        "answer after it is graded from its last \\boxed{} (the reason says so)")
+    keep_unverified: bool = Field(False, description="keep rows with no reference answer (verdict unverified); "
+                                  "they are never ranked")
     drop_top: float = Field(0.10, ge=0.0, le=1.0, description="fraction q of verified-correct rows to drop per "
                             "source (k = floor(q*n + 0.5))")
     rule: registered(RULES) = Field("top", description="which rows to drop: top (highest branch_score), random "
@@ -61,8 +73,10 @@ class CurateConfig(Settings):
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(lexicon=self.lexicon, segmenter=self.segmenter, verify_timeout_s=self.verify_timeout_s,
-                             verify_workers=self.verify_workers, grader=self.grader, proxy=self.proxy)
+                             verify_workers=self.verify_workers, grader=self.grader, proxy=self.proxy,
+                             answer_from=self.answer_from)
 
     def policy(self) -> Policy:
         return Policy(rule=self.rule, drop_top=self.drop_top, proxy=self.proxy, seed=self.seed,
-                      keep_incorrect=self.keep_incorrect, reference_source=self.reference_source)
+                      keep_incorrect=self.keep_incorrect, keep_unverified=self.keep_unverified,
+                      reference_source=self.reference_source)

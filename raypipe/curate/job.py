@@ -21,15 +21,17 @@ from raypipe.core import io
 from raypipe.curate.ablate import delete_steps_table
 from raypipe.curate.config import CurateConfig
 from raypipe.core.errors import ConfigMismatch, LayoutError
-from raypipe.core.schema import dominant_markup
+from raypipe.core.formats import InputFormat, make_format
+from raypipe.core.schema import dominant_markup, stable_hash
 from raypipe.core.scoring import Scorer
 from raypipe.core.policy import Policy
+from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
 from raypipe.curate.select import compute_thresholds
 from raypipe.curate.shard import load_shard
 
-IN_MEMORY_ONLY = ["thinking", "final"]  # outputs keep the offsets instead of copies of the text
 # What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
-REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup"]
+REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup", "answer_source",
+                  "final_chars", "unconsumed_text", *KEY_COLUMNS]
 
 
 def rank_columns(config: CurateConfig) -> list[str]:
@@ -51,12 +53,13 @@ class ScoreShards:
         self.config = CurateConfig(**config)
         self.storage = io.Storage(self.config.s3_endpoint, self.config.s3_region)
         self.scorer = Scorer(self.config.scoring()).setup()
+        self.fmt = make_format(self.config.format, self.config.fields)
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = defaultdict(list)
         for uri, key in zip(batch["uri"], batch["key"]):
             try:
-                score_shard(str(uri), str(key), self.config, self.storage, self.scorer)
+                score_shard(str(uri), str(key), self.config, self.storage, self.scorer, self.fmt)
                 out["error"].append("")
             except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
                 out["error"].append(str(e))
@@ -64,18 +67,21 @@ class ScoreShards:
         return dict(out)
 
 
-def score_shard(uri: str, key: str, config: CurateConfig, storage: io.Storage, scorer: Scorer) -> dict:
+def score_shard(uri: str, key: str, config: CurateConfig, storage: io.Storage, scorer: Scorer,
+                fmt: InputFormat | None = None) -> dict:
     t0 = time.perf_counter()
-    records, rejects, n_input = load_shard(uri, storage, config.max_response_chars)
+    records, rejects, n_rows = load_shard(uri, storage, config.max_response_chars, fmt)
     parts = [scorer.score(records.slice(i, config.batch_rows)) for i in range(0, records.num_rows, config.batch_rows)]
     scored = pa.concat_tables(parts) if parts else scorer.score(records)
+    scored = scored.append_column("content_hash", content_hashes(scored))
+    scored = scored.append_column("unconsumed_text", unconsumed_text(scored.column("meta")))
     out = config.output
-    scored_uri = io.join(out, "_work", "scored", f"part-{key}.parquet")
-    io.write_parquet(scored.drop_columns(IN_MEMORY_ONLY), scored_uri, storage)
+    io.write_parquet(scored, io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
     if rejects.num_rows:
         rejects = rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, type=pa.string()))
         io.write_parquet(rejects, io.join(out, "rejects", f"part-{key}.parquet"), storage)
-    stats = {"uri": uri, "key": key, "input": n_input, "records": scored.num_rows, "rejected": rejects.num_rows,
+    stats = {"uri": uri, "key": key, "rows": n_rows, "records": scored.num_rows + rejects.num_rows,
+             "rejected": rejects.num_rows, "records_per_row": records_per_row(scored, rejects),
              "bytes": int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0),
              "seconds": time.perf_counter() - t0}
     io.write_text(json.dumps(stats), io.join(out, "_work", "done", f"{key}.json"), storage)
@@ -86,6 +92,8 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     """Phase 3 for one shard: the decision for every row, then curated/ and dropped/."""
     out = config.output
     scored = io.read_parquet(io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
+    fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
+    scored = apply_fixes(scored, io.read_parquet(fixes_uri, storage) if io.exists(fixes_uri, storage) else None)
     decided = Scorer(config.scoring()).decide(scored, policy)
     kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
     dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
@@ -153,14 +161,18 @@ def run_curate(config: CurateConfig) -> dict:
     stats = [json.loads(io.read_text(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage))
              for s in shards]
 
-    _say("phase 2/3 select: exact per-source thresholds over all scored rows")
+    _say("phase 2/3 select: duplicates, then exact per-source thresholds over all scored records")
     ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=rank_columns(config))
-    policy = config.policy()
+    policy, fixes = config.policy(), None
     if ranks is not None and ranks.num_rows:
+        fixes = find_duplicates(ranks, {s["uri"]: i for i, s in enumerate(shards)})
+        write_fixes(fixes, shards, config.output, storage)
+        ranks = apply_fixes(ranks, fixes)
+        ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
         if config.reference_source:
-            policy = policy.model_copy(update={"reference_steps": reference_steps(ranks, config.reference_source)})
-        policy = compute_thresholds(ranks, policy)
-        policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranks)})
+            policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
+        policy = compute_thresholds(ranked, policy)
+        policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranked)})
 
     _say("phase 3/3 write: curated/ and dropped/")
     policy_json = policy.model_dump_json()
@@ -172,12 +184,12 @@ def run_curate(config: CurateConfig) -> dict:
         for s, d, n in json.loads(row["counts"]):
             decisions[(s, d)] += n
 
-    manifest = build_manifest(config, inputs, stats, ranks, policy, decisions, time.time() - t_start)
+    manifest = build_manifest(config, inputs, stats, ranks, fixes, policy, decisions, time.time() - t_start)
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
     write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
     c = manifest["counts"]
-    _say(f"done in {time.time() - t_start:.1f}s: {c['input']} rows = {c['kept']} kept + {c['dropped']} dropped "
-         f"+ {c['rejected']} rejected")
+    _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
+         f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected")
     _say(f"curated data: {io.join(config.output, 'curated')}")
     _say(f"report:       {io.join(config.output, 'report.html')}")
     return manifest
@@ -189,6 +201,37 @@ def _write_batch(batch: dict, config: dict, policy: str) -> dict:
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
     return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows]}
+
+
+def content_hashes(scored: pa.Table) -> pa.Array:
+    """What makes two records the same trajectory: source, problem and response."""
+    cols = (scored.column(c).to_pylist() for c in ("source", "problem", "response"))
+    return pa.array([stable_hash(s, p, r) for s, p, r in zip(*cols)], pa.string())
+
+
+def unconsumed_text(meta: pa.ChunkedArray) -> pa.Array:
+    """Per record, the fields its format left unread that hold text (comma-separated), else null."""
+    out = []
+    for m in meta.to_pylist():
+        fields = [k for k, v in json.loads(m).items() if isinstance(v, str) and v.strip()] if m and m != "{}" else []
+        out.append(",".join(fields) or None)
+    return pa.array(out, pa.string())
+
+
+def records_per_row(scored: pa.Table, rejects: pa.Table) -> dict[str, int]:
+    """{records a row gave: how many rows gave that many}; a row rejected as a whole gave one (its reject)."""
+    rows = scored.column("row").to_pylist() + rejects.column("row").to_pylist()
+    per_row = Counter(Counter(rows).values())
+    return {str(k): n for k, n in sorted(per_row.items())}
+
+
+def write_fixes(fixes: pa.Table, shards: list[dict], output: str, storage: io.Storage) -> None:
+    """Each shard's renamed and duplicate records, for its phase-3 task (a shard with none has no file)."""
+    io.remove_tree(io.join(output, "_work", "dedup"), storage)
+    keys = {s["uri"]: s["key"] for s in shards}
+    for uri in sorted(set(fixes.column("shard").to_pylist())):
+        part = fixes.filter(pc.equal(fixes.column("shard"), uri))
+        io.write_parquet(part, io.join(output, "_work", "dedup", f"part-{keys[uri]}.parquet"), storage)
 
 
 def markup_by_source(ranks: pa.Table) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from raypipe.core.columnar import read_jsonl_table
 from raypipe.core.errors import LayoutError, RowError
-from raypipe.core.formats import FORMATS, detect_format
+from raypipe.core.formats import FORMATS, InputFormat, detect_format
 from raypipe.core.io import RawRow, Storage, parse_jsonl, read_bytes
 from raypipe.core.schema import dominant_markup, records_table, rejects_table
 
@@ -38,7 +38,7 @@ def file_layout(rows: list[RawRow], uri: str) -> str | None:
         if isinstance(r.value, dict):
             seen_keys.update(r.value.keys())
             try:
-                votes[detect_format(r.value.keys())] += 1
+                votes[detect_format(r.value)] += 1
             except LayoutError:
                 pass
     if votes:
@@ -88,10 +88,11 @@ def _columnar(uri: str, storage: Storage, data: bytes | None):
     return records, bad, table.num_rows, raw
 
 
-def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONSE_CHARS) -> tuple[pa.Table, pa.Table, int]:
-    """(records, rejects, input row count) for one input file."""
+def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONSE_CHARS,
+               fmt: InputFormat | None = None) -> tuple[pa.Table, pa.Table, int]:
+    """(records, rejects, input row count) for one input file, read with `fmt` (None: the format its rows fit)."""
     data = None if uri.endswith(".parquet") else read_bytes(uri, storage)
-    fast = _columnar(uri, storage, data)
+    fast = _columnar(uri, storage, data) if fmt is None or fmt.name == "flat" else None
     if fast is not None:
         records, bad, n_input, raw = fast
         lengths = pc.utf8_length(records.column("response"))
@@ -102,36 +103,43 @@ def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONS
                             "reason": f"invalid record: response of {n} chars is over the limit of {max_response_chars}"})
             records = records.filter(pc.invert(over))
         return records, rejects_table(sorted(bad, key=lambda r: r["row"])), n_input
-    return _load_rows(uri, storage, data, max_response_chars)
+    return _load_rows(uri, storage, data, max_response_chars, fmt)
 
 
-def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_chars: int) -> tuple[pa.Table, pa.Table, int]:
+def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_chars: int,
+               fmt: InputFormat | None) -> tuple[pa.Table, pa.Table, int]:
     if data is None:
         fs, path = storage.filesystem(uri)
         rows = [RawRow(i, rec, "") for i, rec in enumerate(pq.read_table(path, filesystem=fs).to_pylist())]
     else:
         rows = list(parse_jsonl(data))
-    layout = file_layout(rows, uri)
-    fmt = FORMATS.create(layout) if layout else None
+    if fmt is None:
+        layout = file_layout(rows, uri)
+        fmt = FORMATS.create(layout) if layout else None
     default_source = posixpath.basename(uri).split(".")[0]
-    good, bad = [], []
-    for r in rows:
+
+    def read(r: RawRow, markup: dict | None = None) -> tuple[list[dict], list[dict]]:
         if r.error:
-            bad.append({"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": r.error})
-            continue
+            return [], [{"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": r.error}]
         try:
             if fmt is None:
                 raise RowError("record is not an object")
-            rec = fmt.normalize(r.value, default_source, uri, r.index)
-            if len(rec["response"]) > max_response_chars:
-                raise RowError(f"response of {len(rec['response'])} chars is over the limit of {max_response_chars}")
-            good.append(rec)
-        except RowError as e:
-            bad.append({"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": f"invalid record: {e}"})
-    # A response without markup from a source whose other responses use markup never closed its reasoning.
-    markup = dominant_markup([g["source"] for g in good], [g["markup"] for g in good])
-    if markup:
-        by_index = {r.index: r for r in rows}
-        good = [fmt.normalize(by_index[g["row"]].value, default_source, uri, g["row"], markup)
-                if g["markup"] == "plain" and g["source"] in markup else g for g in good]
-    return records_table(good), rejects_table(bad), len(rows)
+            records = fmt.records(r.value, default_source, uri, r.index, markup)
+        except RowError as e:  # the row as a whole: one reject
+            return [], [{"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": f"invalid record: {e}"}]
+        long = [x for x in records if len(x["response"]) > max_response_chars]
+        return [x for x in records if x not in long], [
+            {"shard": uri, "row": r.index, "record": x["record"], "raw": _raw_text(r), "id": x["id"],
+             "source": x["source"], "reason": f"invalid record: response of {len(x['response'])} chars is over the "
+             f"limit of {max_response_chars}"} for x in long]
+
+    per_row = [read(r) for r in rows]
+    if fmt is not None and fmt.fixed_markup is None:
+        # A response without markup from a source whose other responses use markup never closed its reasoning.
+        good = [g for got, _ in per_row for g in got]
+        markup = dominant_markup([g["source"] for g in good], [g["markup"] for g in good])
+        if markup:
+            per_row = [read(r, markup) if any(g["markup"] == "plain" and g["source"] in markup for g in got)
+                       else (got, bad) for r, (got, bad) in zip(rows, per_row)]
+    return (records_table([g for got, _ in per_row for g in got]),
+            rejects_table([b for _, bad in per_row for b in bad]), len(rows))

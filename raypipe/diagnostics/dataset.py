@@ -25,7 +25,7 @@ def load_file(uri: str, storage: io.Storage) -> pa.Table:
     if not rejects.num_rows:
         return records
     bad = [{"id": f"{r['shard']}#{r['row']}", "source": UNREADABLE, "problem_id": None, "problem": "",
-            "response": "", "thinking_start": 0, "thinking_end": 0, "branch_ratio": None, "error": r["reason"]}
+            "thinking": "", "final": "", "branch_ratio": None, "error": r["reason"]}
            for r in rejects.to_pylist()]
     return pa.concat_tables([records, pa.Table.from_pylist(bad, schema=LOADED_SCHEMA)])
 

@@ -7,11 +7,13 @@ import pyarrow.parquet as pq
 from raypipe.core import io
 from raypipe.core.schema import rejects_table
 from raypipe.curate.shard import load_shard
+from raypipe.train.render import parts_from_response
 
-COLUMNS = ["id", "source", "problem_id", "problem", "response", "thinking_start", "thinking_end", "branch_ratio"]
+# The diagnostics read the canonical reasoning and final part, whatever markup or field they came from.
+COLUMNS = ["id", "source", "problem_id", "problem", "thinking", "final", "branch_ratio"]
 SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()),
-                    ("problem", pa.string()), ("response", pa.string()), ("thinking_start", pa.int64()),
-                    ("thinking_end", pa.int64()), ("branch_ratio", pa.float64())])
+                    ("problem", pa.string()), ("thinking", pa.string()), ("final", pa.string()),
+                    ("branch_ratio", pa.float64())])
 CURATED_PARTS = ("curated", "dropped")
 
 
@@ -30,12 +32,20 @@ def list_diagnostic_inputs(uri: str, storage: io.Storage) -> list[str]:
 
 def load_records(uri: str, storage: io.Storage) -> tuple[pa.Table, pa.Table]:
     """(records with COLUMNS, rejected rows with their reason) for one file. Curated rows keep the curation job's
-    branch_ratio; raw rows are normalised by the curation adapters (branch_ratio left null)."""
+    thinking, final and branch_ratio; raw rows are normalised by the input formats as curation does (branch_ratio
+    left null)."""
     if uri.endswith(".parquet"):
         fs, path = storage.filesystem(uri)
-        names = pq.read_schema(path, filesystem=fs).names
-        if {"response", "thinking_start", "thinking_end", "problem_id"} <= set(names):
-            t = pq.read_table(path, filesystem=fs, columns=[c for c in COLUMNS if c in names])
+        names = set(pq.read_schema(path, filesystem=fs).names)
+        if {"response", "problem_id"} <= names and names & {"thinking", "thinking_start"}:  # curated records
+            legacy = not {"thinking", "final"} <= names  # curated before the canonical columns: split the response
+            extra = ["response", "markup"] if legacy else []
+            t = pq.read_table(path, filesystem=fs, columns=[c for c in COLUMNS + extra if c in names])
+            if legacy:
+                markups = t.column("markup").to_pylist() if "markup" in names else [None] * t.num_rows
+                parts = [parts_from_response(r, m) for r, m in zip(t.column("response").to_pylist(), markups)]
+                t = t.append_column("thinking", pa.array([p[0] for p in parts], pa.string()))
+                t = t.append_column("final", pa.array([p[1] for p in parts], pa.string()))
             if "branch_ratio" not in t.column_names:
                 t = t.append_column("branch_ratio", pa.nulls(t.num_rows, pa.float64()))
             return t.select(COLUMNS).cast(SCHEMA), rejects_table([])
@@ -45,4 +55,5 @@ def load_records(uri: str, storage: io.Storage) -> tuple[pa.Table, pa.Table]:
 
 
 def thinking_of(row: dict) -> str:
-    return row["response"][row["thinking_start"]:row["thinking_end"]]
+    """The canonical reasoning of a loaded row (SCHEMA)."""
+    return row["thinking"] or ""

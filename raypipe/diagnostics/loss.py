@@ -1,7 +1,8 @@
 """Token-level SFT loss of a causal LM on trajectories (no Ray here; the job runs this class in actors).
 
-The sequence is the chat-templated problem (user turn) followed by the response; only response tokens are
-scored, as in SFT. Long sequences run in windows that carry the KV cache forward, so every token still sees
+The sequence is exactly what SFT trains on (raypipe.train.render): the chat-templated problem, then the assistant
+turn rendered from the canonical reasoning and final part, so one trace scores the same whatever markup it came
+in; only the assistant turn's tokens are scored, as in SFT. Long sequences run in windows that carry the KV cache forward, so every token still sees
 its whole prefix: the per-token losses equal one full forward pass, while the logits held at once are bounded
 by the window. Each trajectory runs alone, so results cannot depend on how rows are batched.
 """
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from raypipe.core.lexicon import Lexicon, get_lexicon
+from raypipe.train.render import (THINK_CLOSE, THINK_OPEN, AssistantFormat, ReasoningDropped, RenderedText, encode,
+                                  render_text)
 
-PROBE_VERSION = "loss-probe@1"
+PROBE_VERSION = "loss-probe@2"  # @2: scores the rendered canonical parts, not the raw response
 N_DECILES = 10
 # Token-loss histogram bins (nats): 0, then log-spaced from 1e-5 to 30; larger losses land in the last bin.
 LOSS_EDGES = np.concatenate([[0.0], np.logspace(-5, np.log10(30.0), 140)])
@@ -24,15 +27,16 @@ LOSS_EDGES = np.concatenate([[0.0], np.logspace(-5, np.log10(30.0), 140)])
 class TokenScores:
     loss: np.ndarray  # per scored response token, nats
     entropy: np.ndarray  # entropy of the model's next-token distribution at that token, nats
-    offsets: np.ndarray  # (n, 2) character span of each scored token in the response
+    offsets: np.ndarray  # (n, 2) character span of each scored token in rendered.completion
     n_response_tokens: int  # before truncation
     truncated: bool
+    rendered: RenderedText | None = None  # the scored text; its thinking_span places the reasoning
 
 
-def marker_spans(response: str, start: int, end: int, lexicon: Lexicon) -> list[tuple[int, int]]:
-    """Character spans of the lexicon's branch markers inside response[start:end] (the reasoning)."""
+def marker_spans(text: str, start: int, end: int, lexicon: Lexicon) -> list[tuple[int, int]]:
+    """Character spans of the lexicon's branch markers inside text[start:end] (the reasoning)."""
     pat = re.compile(lexicon.pattern(), re.ASCII if lexicon.word_boundary else 0)
-    return [m.span() for m in pat.finditer(response, start, end)]
+    return [m.span() for m in pat.finditer(text, start, end)]
 
 
 def marker_token_mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
@@ -89,10 +93,12 @@ class LossProbe:
 
     def __init__(self, model: str, window: int = 1024, max_tokens: int | None = None,
                  routine_threshold: float = 0.05, lexicon: str = "paper", device: str | None = None,
-                 dtype: str = "auto", keep_token_losses: bool = False):
+                 dtype: str = "auto", keep_token_losses: bool = False, template: str = "auto",
+                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE):
         self.model_name, self.window, self.max_tokens = model, window, max_tokens
         self.routine_threshold, self.lexicon = routine_threshold, get_lexicon(lexicon)
         self.device, self.dtype, self.keep_token_losses = device, dtype, keep_token_losses
+        self.template, self.fmt = template, AssistantFormat(think_open, think_close)
         self.model = self.tokenizer = None
 
     def setup(self) -> "LossProbe":
@@ -109,15 +115,17 @@ class LossProbe:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_tokens = min(x for x in (self.max_tokens, limit) if x) if (self.max_tokens or limit) else None
+        self.render("What is 1+1?", "Let me add 1 and 1.", "\\boxed{2}")  # fail early: a template that drops reasoning
         return self
 
-    def encode(self, problem: str, response: str) -> tuple[list[int], list[int], np.ndarray]:
-        """(prompt ids, response ids, response token character offsets)."""
-        prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": problem}], tokenize=False,
-                                                    add_generation_prompt=True)
-        p_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
-        return p_ids, enc["input_ids"], np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    def render(self, problem: str, thinking: str | None, final: str | None) -> RenderedText:
+        """The prompt and assistant turn SFT trains on (raypipe.train.render, the same settings)."""
+        return render_text(self.tokenizer, problem, thinking, final, self.template, self.fmt)
+
+    def encode(self, rendered: RenderedText) -> tuple[list[int], list[int], np.ndarray]:
+        """(prompt ids, assistant-turn ids, their character offsets in rendered.completion): SFT's tokens."""
+        p_ids, c_ids, offsets = encode(self.tokenizer, rendered, self.template, offsets=True)
+        return p_ids, c_ids, np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
     def token_losses(self, ids: list[int], first_scored: int, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Loss and entropy of ids[first_scored:] given everything before, in windows sharing one KV cache."""
@@ -143,8 +151,9 @@ class LossProbe:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
         return torch.cat(losses).cpu().numpy(), torch.cat(entropies).cpu().numpy()
 
-    def score(self, problem: str, response: str, window: int | None = None) -> TokenScores:
-        p_ids, r_ids, offsets = self.encode(problem, response)
+    def score(self, problem: str, thinking: str | None, final: str | None, window: int | None = None) -> TokenScores:
+        rendered = self.render(problem, thinking, final)
+        p_ids, r_ids, offsets = self.encode(rendered)
         ids = p_ids + r_ids
         truncated = bool(self.max_tokens and len(ids) > self.max_tokens)
         if truncated:
@@ -154,22 +163,25 @@ class LossProbe:
             n_scored -= 1
             offsets = offsets[1:]
         loss, ent = self.token_losses(ids, max(len(p_ids), 1), window) if n_scored > 0 else (np.zeros(0), np.zeros(0))
-        return TokenScores(loss, ent, offsets[:n_scored], len(r_ids), truncated)
+        return TokenScores(loss, ent, offsets[:n_scored], len(r_ids), truncated, rendered)
 
     def measure(self, row: dict) -> dict:
         """One trajectory's row of the per-trajectory output; a row that cannot be scored carries `error`."""
         out = {"id": row["id"], "source": row["source"], "problem_id": row["problem_id"],
                "branch_ratio": row.get("branch_ratio"), "error": None}
-        response = row.get("response") or ""
-        if not response.strip():
+        thinking, final = row.get("thinking"), row.get("final")
+        if not ((thinking or "").strip() or (final or "").strip()):
             return {**out, "error": "empty response"}
         try:
-            scores = self.score(row.get("problem") or "", response)
+            scores = self.score(row.get("problem") or "", thinking, final)
+        except ReasoningDropped:
+            raise  # the template, not the row: never score trajectories without their reasoning
         except Exception as e:  # one bad row never stops the job
             return {**out, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         if not len(scores.loss):
             return {**out, "error": "no response token within --max-tokens"}
-        spans = marker_spans(response, row["thinking_start"], row["thinking_end"], self.lexicon)
+        span = scores.rendered.thinking_span
+        spans = marker_spans(scores.rendered.completion, *span, self.lexicon) if span else []
         out.update(summarize(scores, spans, self.routine_threshold))
         if self.keep_token_losses:
             out["token_loss"] = scores.loss.astype(np.float32).tolist()

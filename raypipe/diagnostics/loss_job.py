@@ -9,8 +9,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from raypipe.core import io
-from raypipe.core.settings import Settings
 from raypipe.diagnostics.loss import LOSS_EDGES, PROBE_VERSION, LossProbe
+from raypipe.train.config import RenderSettings
 
 OUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()), ("branch_ratio", pa.float64()),
@@ -25,7 +25,9 @@ OUT_SCHEMA = pa.schema([
 ])
 
 
-class LossConfig(Settings):
+class LossConfig(RenderSettings):
+    """The loss probe's settings; template, think_open and think_close render the trajectories as SFT does."""
+
     input: str = Field(description="trajectories (file, folder, glob; local or s3://) or a curation output folder")
     output: str = Field(description="output folder: trajectories/ (Parquet), summary.json, report.html")
     model: str = Field("tiny", description="causal LM checkpoint folder (e.g. an SFT job's <output>/model) or 'tiny'")
@@ -48,7 +50,8 @@ class LossConfig(Settings):
 
     def probe(self) -> LossProbe:
         return LossProbe(self.model, self.window, self.max_tokens, self.routine_threshold, self.lexicon,
-                         dtype=self.dtype, keep_token_losses=self.keep_token_losses)
+                         dtype=self.dtype, keep_token_losses=self.keep_token_losses, template=self.template,
+                         think_open=self.think_open, think_close=self.think_close)
 
 
 class ProbeActor:
@@ -95,12 +98,14 @@ def run_loss_probe(config: LossConfig) -> dict:
     summary = {
         "probe": PROBE_VERSION,
         "config": config.model_dump(),
+        "assistant_format": config.assistant_format().layout,
         "inputs": uris,
         "rows": table.num_rows if table is not None else 0,
         "sources": source_summary(table, config.routine_threshold) if table is not None else {},
         "loss_edges": LOSS_EDGES.tolist(),
         "definitions": {
-            "mean_loss": "token-weighted mean loss (nats) over the scored response tokens",
+            "mean_loss": "token-weighted mean loss (nats) over the scored tokens of the assistant turn, rendered "
+                         "from the canonical reasoning and final part as SFT renders it",
             "routine_share": f"share of tokens with loss < {config.routine_threshold} nats",
             "key_token_loss": "mean loss of the non-routine tokens (loss >= the routine threshold)",
             "marker_loss": f"mean loss of tokens overlapping a '{config.lexicon}' branch marker in the reasoning",

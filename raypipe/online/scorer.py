@@ -26,7 +26,7 @@ from raypipe.core.versions import versions as current_versions
 DEFAULT_SOURCE = "online"
 # Manifest versions that change a decision when they differ from this process's.
 DECISION_VERSIONS = ("lexicon", "lexicon_markers", "verifier", "schema")
-TEXT_FIELDS = ("id", "source", "problem", "reference_answer", "response", "meta")
+TEXT_FIELDS = ("id", "source", "problem", "reference_answer", "response", "thinking", "meta")
 
 
 class ManifestError(ValueError):
@@ -41,8 +41,11 @@ class Trajectory(BaseModel):
         "response": "<think>\nOne plus one.\n\nPerhaps it is 2.\n</think>\nThe answer is $\\boxed{2}$."}]})
 
     problem: str = Field(description="the problem text")
-    response: str = Field(description="the full response: reasoning markup and final part")
-    reference_answer: str | None = Field(None, description="reference answer (alias: answer); empty: no verification")
+    response: str = Field(description="the full response: reasoning markup and final part (or the final part alone, "
+                          "with the reasoning in reasoning_content)")
+    reasoning_content: str | None = Field(None, description="the reasoning, when it is not in the response's markup")
+    reference_answer: str | None = Field(None, description="reference answer (alias: answer); none: verdict "
+                                         "unverified")
     answer: str | None = Field(None, description="alias of reference_answer, as in the batch job's flat layout")
     source: str | None = Field(None, description="source (model) name: picks the per-source threshold")
     model: str | None = Field(None, description="alias of source, as in the batch job")

@@ -6,15 +6,29 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from raypipe.core.settings import Settings
+from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat
 
 
-class TrainConfig(Settings):
+class RenderSettings(Settings):
+    """How a trajectory becomes the text trained on (SFT) and scored (the loss probe): one definition for both."""
+
+    template: Literal["auto", "chatml", "plain"] = Field("auto", description="auto (the tokenizer's chat template), "
+                                                         "chatml, plain")
+    think_open: str = Field(THINK_OPEN, description="assistant turn = think_open + thinking + think_close + final "
+                            "(the final part alone when a row has no reasoning); default '<think>\\n' (in YAML a "
+                            "double-quoted string with \\n)")
+    think_close: str = Field(THINK_CLOSE, description="closes the reasoning and leads into the final part (see "
+                             "think_open); default '\\n</think>\\n\\n'")
+
+    def assistant_format(self) -> AssistantFormat:
+        return AssistantFormat(self.think_open, self.think_close)
+
+
+class TrainConfig(RenderSettings):
     data: str = Field(description="curation output folder (uses curated/) or Parquet folder/file; local or s3://")
     model: str = Field(description="Hugging Face checkpoint path, s3:// copy of one, or 'tiny'")
     output: str = Field(description="output folder, local or s3://: model/, train_summary.json, metrics.jsonl, ray/ "
                         "checkpoints")
-    template: Literal["auto", "chatml", "plain"] = Field("auto", description="auto (the tokenizer's chat template), "
-                                                         "chatml, plain")
     max_len: int = Field(4096, ge=16, description="max tokens per trajectory / packed row")
     overlong: Literal["drop", "truncate"] = Field("drop", description="rows longer than --max-len: drop or truncate "
                                                   "them (counted either way)")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat, ReasoningDropped, parts_from_response, render
+
 log = logging.getLogger("raypipe.train")
 
-COLUMNS = ("problem", "response", "source", "decision")
+COLUMNS = ("problem", "thinking", "final", "source", "decision")
+LEGACY_COLUMNS = ("response", "markup")  # curated data written before the thinking / final columns
+# Rendered kinds (render.AssistantFormat.text) -> the summary's counts of the rows used.
+KINDS = {"thinking": "rows_with_thinking", "final_only": "rows_without_thinking", "unmarked": "rows_unmarked"}
 
 
 def resolve_data(uri: str, storage) -> str:
@@ -27,35 +32,47 @@ def source_names(uri: str, storage) -> list[str]:
     return sorted(str(s) for s in dataset.to_table(columns=["source"]).column("source").unique().to_pylist())
 
 
-class Tokenize:
-    """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status."""
+def canonical_parts(batch: dict) -> tuple[list, list]:
+    """(thinking, final) of a batch: its columns, else split from `response` (older curated data)."""
+    if "thinking" in batch and "final" in batch:
+        return list(batch["thinking"]), list(batch["final"])
+    markups = batch["markup"] if "markup" in batch else [None] * len(batch["response"])
+    parts = [parts_from_response(r, m) for r, m in zip(batch["response"], markups)]
+    return [t for t, _ in parts], [f for _, f in parts]
 
-    def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str]):
+
+class Tokenize:
+    """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status, kind."""
+
+    def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str],
+                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE):
         from raypipe.tiny import load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path)
-        self.args = (max_len, overlong, template)
+        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close))
         self.sources = {s: i for i, s in enumerate(sources)}
 
     def __call__(self, batch: dict) -> dict:
-        from raypipe.train.render import render
-
-        out = {"input_ids": [], "labels": [], "source": [], "status": []}
+        out = {"input_ids": [], "labels": [], "source": [], "status": [], "kind": []}
         n = len(batch["problem"])
         srcs = batch["source"] if "source" in batch else ["all"] * n
-        for problem, response, src in zip(batch["problem"], batch["response"], srcs):
+        thinking, final = canonical_parts(batch)
+        for problem, t, f, src in zip(batch["problem"], thinking, final, srcs):
             try:
-                r = render(self.tokenizer, problem or "", response or "", *self.args)
+                r = render(self.tokenizer, problem or "", t, f, *self.args)
+            except ReasoningDropped:
+                raise  # never train on trajectories whose reasoning the template removed
             except Exception as e:  # a row the tokenizer cannot take: counted, never a crash
                 log.warning("row not tokenized: %s", e)
                 out["input_ids"].append([]), out["labels"].append([]), out["source"].append(0)
-                out["status"].append("error")
+                out["status"].append("error"), out["kind"].append("")
                 continue
             ex = r.example
             out["input_ids"].append(ex.input_ids if ex else [])
             out["labels"].append(ex.labels if ex else [])
             out["source"].append(self.sources.get(src, 0))
             out["status"].append(r.status)
+            out["kind"].append(r.kind)
         return out
 
 
@@ -79,19 +96,26 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     uri = resolve_data(cfg.data, storage)
     fs, path = storage.filesystem(uri)
     names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
-    missing = {"problem", "response"} - set(names)
+    legacy = not {"thinking", "final"} <= set(names)  # an older curated folder: split the raw response
+    missing = {"problem", *(["response"] if legacy else [])} - set(names)
     if missing:
         raise ValueError(f"{uri}: not curated trajectories (missing columns {sorted(missing)})")
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=[c for c in COLUMNS if c in names])
+    wanted = COLUMNS + (LEGACY_COLUMNS if legacy else ())
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=[c for c in wanted if c in names])
     if "decision" in names:
         ds = ds.filter(lambda r: r["decision"] in (None, "keep"))
     tokenized = ds.map_batches(
         Tokenize, fn_constructor_kwargs={"model_path": model_path, "max_len": cfg.max_len, "overlong": cfg.overlong,
-                                         "template": cfg.template, "sources": sources},
+                                         "template": cfg.template, "sources": sources,
+                                         "think_open": cfg.think_open, "think_close": cfg.think_close},
         batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=num_cpus_per_actor,
     ).materialize()
-    status = Counter(s for b in tokenized.select_columns(["status"]).iter_batches(batch_size=4096, batch_format="numpy")
-                     for s in b["status"].tolist())
+    pairs = Counter((s, k) for b in tokenized.select_columns(["status", "kind"]).iter_batches(
+        batch_size=4096, batch_format="numpy") for s, k in zip(b["status"].tolist(), b["kind"].tolist()))
+    status, used = Counter(), Counter()
+    for (s, k), n in pairs.items():
+        status[s] += n
+        used[k] += n if s in ("ok", "truncated") else 0
     usable = tokenized.filter(lambda r: r["status"] in ("ok", "truncated"))
     rows = usable.map_batches(pack_batch, fn_kwargs={"max_len": cfg.max_len, "pack": cfg.pack},
                               batch_size=4096 if cfg.pack else 256, num_cpus=num_cpus_per_actor)
@@ -102,6 +126,9 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     stats = {"input_rows": sum(status.values()), "rows_used": status["ok"] + status["truncated"],
              "truncated": status["truncated"], "dropped_overlong": status["dropped_overlong"],
              "dropped_empty": status["empty"], "errors": status["error"], "train_rows": n_rows,
-             "tokens": tokens, "data": uri}
+             "tokens": tokens, "data": uri,
+             "rendered": {name: used[k] for k, name in KINDS.items()},
+             "parts_from": "response (split: curated data without thinking/final columns)" if legacy else
+             "thinking/final columns"}
     log.info("data: %s", stats)
     return rows, stats

@@ -31,14 +31,16 @@ def run_train(cfg) -> dict:
     from raypipe.train.attention import choose_attention
     from raypipe.train.data import prepare, resolve_data, source_names
     from raypipe.train.ds_config import deepspeed_config
-    from raypipe.train.render import split_prompt_response
+    from raypipe.train.render import render_text
     from raypipe.train.worker import local_model_path, train_worker
 
     t0 = time.time()
     ensure_ray(cfg.num_cpus)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
     model_path = local_model_path(cfg.model, storage)
-    split_prompt_response(load_tokenizer(model_path), "p", "r", cfg.template)  # fail early on a bad template
+    fmt = cfg.assistant_format()
+    # Fail early on a bad template, or one that strips the reasoning from assistant turns.
+    render_text(load_tokenizer(model_path), "What is 1+1?", "Let me add 1 and 1.", "\\boxed{2}", cfg.template, fmt)
     sources = source_names(resolve_data(cfg.data, storage), storage)
     ds, data_stats = prepare(cfg, model_path, storage, sources)
     spe, total = plan_steps(data_stats["train_rows"], cfg)
@@ -84,6 +86,12 @@ def run_train(cfg) -> dict:
         "model_path": join(cfg.output, "model"), "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "attention": attention, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",
         "num_workers": cfg.num_workers, "data": data_stats, "sources": sources,
+        "rendering": {"template": cfg.template, "think_open": cfg.think_open, "think_close": cfg.think_close,
+                      "assistant_format": fmt.layout, "parts_from": data_stats["parts_from"],
+                      **data_stats["rendered"],
+                      "definitions": {"rows_without_thinking": "empty reasoning: the final part alone",
+                                      "rows_unmarked": "no reasoning markup (the response is both its reasoning and "
+                                      "its final part): rendered once, without think tags"}},
         "seconds": round(time.time() - t0, 1), "config": cfg.model_dump(),
     }
     write_text(json.dumps(summary, indent=1, default=str), join(cfg.output, "train_summary.json"), storage)
