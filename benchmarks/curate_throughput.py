@@ -1,13 +1,16 @@
 """Curation throughput: a naive one-process script vs raypipe's kernels in one process vs the full Ray Data job.
 
-Builds a corpus of >= 1 GB by repeating the real trajectories of ../shared/data/trajectories with fresh ids
-(sharded into JSONL files), then measures, in one run:
+Builds a corpus of >= 1 GB by repeating the real trajectories of ../shared/data/trajectories with fresh ids and
+a numbered problem (so no copy is an exact duplicate of another), sharded into flat JSONL files, then measures, in
+one run:
   1. naive: json.loads, math-verify on the whole response, a Python regex loop for steps and markers;
   2. raypipe's kernels in one process (load_shard + Scorer.score + Scorer.decide + Parquet writes);
-  3. the full Ray Data job (raypipe curate) on all cores.
+  3. the full Ray Data job (raypipe curate) on all cores;
+  4. with --nested-gb > 0, the full job on the same trajectories in nested layouts read row by row (chat
+     messages with reasoning_content; OpenR1 rows of 4 generations each), to set beside the flat fast path.
 The naive script is far too slow for 1 GB, so it runs on a time budget and its rate is reported per MB.
 
-    .venv/bin/python benchmarks/curate_throughput.py [--gb 1.0] [--naive-seconds 60]
+    .venv/bin/python benchmarks/curate_throughput.py [--gb 1.0] [--naive-seconds 60] [--nested-gb 0.25]
 """
 from __future__ import annotations
 
@@ -26,12 +29,39 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("RAYPIPE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def build_corpus(dst: Path, gb: float, shards: int) -> tuple[list[Path], int, int]:
-    src = [line for f in sorted((SHARED / "trajectories").glob("*.jsonl")) for line in f.open()]
-    rows = [json.loads(s) for s in src]
-    per_copy = sum(len(s.encode()) for s in src)
-    copies = int(gb * 1e9 / per_copy) + 1
-    stamp = dst / f"corpus-{gb}-{shards}.done"
+def as_flat(r: dict, c: int) -> dict:
+    return {**r, "id": f"{r['id']}#{c}", "problem": f"{r['problem']} (copy {c})"}
+
+
+def as_chat(r: dict, c: int) -> dict:
+    """The same trajectory as chat messages with the reasoning in reasoning_content (the `chat` format)."""
+    from raypipe.core.schema import split_reasoning
+
+    split = split_reasoning(r["response"])
+    return {"id": f"{r['id']}#{c}", "model": r.get("model"), "answer": r["answer"], "messages": [
+        {"role": "user", "content": f"{r['problem']} (copy {c})"},
+        {"role": "assistant", "content": split.final, "reasoning_content": split.thinking}]}
+
+
+def as_openr1(group: list[dict], c: int) -> dict:
+    """Up to 4 trajectories as one OpenR1-Math-220k row (one generation each; the first one's problem)."""
+    first = group[0]
+    return {"uuid": f"{first['id']}#{c}", "problem": f"{first['problem']} (copy {c})", "answer": first["answer"],
+            "solution": "", "problem_type": "Algebra", "question_type": "math-word-problem", "source": "olympiads",
+            "generations": [r["response"] for r in group], "correctness_math_verify": [True] * len(group),
+            "correctness_llama": None, "finish_reasons": None, "correctness_count": len(group),
+            "is_reasoning_complete": [True] * len(group), "messages": []}
+
+
+def build_corpus(dst: Path, gb: float, shards: int, layout: str = "flat") -> tuple[list[Path], int, int]:
+    """Copies of the real trajectories in `layout` (flat | chat | openr1) up to `gb`; (files, bytes, records)."""
+    src = [json.loads(line) for f in sorted((SHARED / "trajectories").glob("*.jsonl")) for line in f.open()]
+    if layout == "openr1":
+        lines = [json.dumps(as_openr1(src[i:i + 4], 0)) for i in range(0, len(src), 4)]
+    else:
+        lines = [json.dumps((as_chat if layout == "chat" else as_flat)(r, 0)) for r in src]
+    copies = int(gb * 1e9 / sum(len(s.encode()) for s in lines)) + 1
+    stamp = dst / f"corpus-v2-{layout}-{gb}-{shards}.done"
     files = [dst / f"part-{i:04d}.jsonl" for i in range(shards)]
     if not stamp.exists():
         shutil.rmtree(dst, ignore_errors=True)
@@ -39,15 +69,16 @@ def build_corpus(dst: Path, gb: float, shards: int) -> tuple[list[Path], int, in
         handles = [f.open("w") for f in files]
         n = 0
         for c in range(copies):
-            for r in rows:
-                handles[n % shards].write(json.dumps({**r, "id": f"{r['id']}#{c}"}) + "\n")
+            rows = ([as_openr1(src[i:i + 4], c) for i in range(0, len(src), 4)] if layout == "openr1" else
+                    [(as_chat if layout == "chat" else as_flat)(r, c) for r in src])
+            for row in rows:
+                handles[n % shards].write(json.dumps(row) + "\n")
                 n += 1
         for h in handles:
             h.close()
         stamp.write_text("ok")
     total = sum(f.stat().st_size for f in files)
-    n_rows = copies * len(rows)
-    return files, total, n_rows
+    return files, total, copies * len(src)
 
 
 def naive(files: list[Path], budget_s: float) -> tuple[int, int, float]:
@@ -106,13 +137,13 @@ def kernels(files: list[Path], out: Path) -> tuple[int, int, float]:
     return rows, nbytes, time.perf_counter() - t0
 
 
-def full_job(corpus: Path, out: Path, cpus: int) -> tuple[int, int, float]:
+def full_job(corpus: Path, out: Path, cpus: int, fmt: str | None = None) -> tuple[int, int, float]:
     from raypipe.curate.config import CurateConfig
     from raypipe.curate.job import run_curate
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True))
+    m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True, format=fmt))
     seconds = time.perf_counter() - t0
     nbytes = sum(os.path.getsize(f) for f in glob.glob(str(corpus / "*.jsonl")))
     return m["counts"]["records"], nbytes, seconds
@@ -125,6 +156,7 @@ def main() -> None:
     ap.add_argument("--naive-seconds", type=float, default=60.0)
     ap.add_argument("--work", default=str(ROOT / ".cache" / "bench"))
     ap.add_argument("--skip", default="", help="comma list of stages to skip: naive,kernels,job")
+    ap.add_argument("--nested-gb", type=float, default=0.0, help="size of each nested-layout corpus (0: skip)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -132,7 +164,7 @@ def main() -> None:
     work = Path(args.work)
     t = time.perf_counter()
     files, total, n_rows = build_corpus(work / "corpus", args.gb, args.shards)
-    print(f"corpus: {n_rows} rows, {total / 1e9:.2f} GB in {len(files)} files ({time.perf_counter() - t:.0f}s to build or check)")
+    print(f"load average {os.getloadavg()[0]:.2f}; corpus: {n_rows} rows, {total / 1e9:.2f} GB in {len(files)} files ({time.perf_counter() - t:.0f}s to build or check)")
     results = {}
     skip = set(args.skip.split(","))
     if "naive" not in skip:
@@ -141,12 +173,18 @@ def main() -> None:
         results["2 raypipe kernels, 1 process"] = (*kernels(files, work / "kernels-out"), 1)
     if "job" not in skip:
         results[f"3 raypipe curate, Ray Data, {cpus} cores"] = (*full_job(work / "corpus", work / "job-out", cpus), cpus)
+    if args.nested_gb > 0:
+        for i, (layout, fmt) in enumerate((("chat", "chat"), ("openr1", "openr1")), start=4):
+            build_corpus(work / f"corpus-{layout}", args.nested_gb, args.shards, layout)
+            results[f"{i} curate --format {fmt}, {cpus} cores"] = (
+                *full_job(work / f"corpus-{layout}", work / f"job-out-{layout}", cpus, fmt), cpus)
     print(f"\n{'stage':40s} {'rows':>9s} {'MB':>8s} {'sec':>8s} {'rows/s':>9s} {'MB/s':>8s} {'MB/s/core':>10s}")
     rates = {}
     for name, (rows, nbytes, sec, cores) in results.items():
         mbs = nbytes / 1e6 / sec
         rates[name] = mbs
         print(f"{name:40s} {rows:9d} {nbytes / 1e6:8.1f} {sec:8.1f} {rows / sec:9.1f} {mbs:8.2f} {mbs / cores:10.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     names = list(rates)
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
