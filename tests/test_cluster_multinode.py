@@ -101,7 +101,7 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     check_output(out, n_rows)
 
     nodes = {n["raylet"]["nodeId"] for n in cluster.alive_nodes()}
-    used, _ = job_nodes(cluster, "ScoreShards")
+    used, _ = job_nodes(cluster, "ScoreChunks")
     assert len(nodes) == 2 and used == nodes, f"scoring actors ran on {used}, cluster nodes {nodes}"
 
     # The experiment runner's job entry point works from the uploaded working dir (plan only: --dry-run).
@@ -153,7 +153,7 @@ def test_worker_node_killed_mid_job_still_finishes_balanced(cluster, tmp_path):
     assert proc.returncode == 0, log[-4000:]
     assert job_status(cluster, sid) == "SUCCEEDED"
     check_output(out, n_rows)
-    _, restarts = job_nodes(cluster, "ScoreShards")
+    _, restarts = job_nodes(cluster, "ScoreChunks")
     assert restarts >= 1, "the scoring actor on the killed node should have been restarted"
 
 

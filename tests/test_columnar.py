@@ -13,9 +13,9 @@ from tests.conftest import R1, TRAJECTORIES, need_shared_data
 
 
 def both(path, storage=Storage()):
-    data = None if str(path).endswith(".parquet") else path.read_bytes()
-    fast = _columnar(str(path), storage, data)
-    slow = _load_rows(str(path), storage, data, 16 << 20, None)
+    data = pq.read_table(path) if str(path).endswith(".parquet") else path.read_bytes()
+    fast = _columnar(str(path), data)
+    slow = _load_rows(str(path), data, 0, 16 << 20, None)
     return fast, slow
 
 

@@ -70,26 +70,38 @@ def _hidden(relative: str) -> bool:
 
 def list_inputs(uri: str, storage: Storage) -> list[str]:
     """Input files of a file, folder or glob, as URIs in a stable order."""
+    return [u for u, _ in list_input_files(uri, storage)]
+
+
+def list_input_files(uri: str, storage: Storage) -> list[tuple[str, int]]:
+    """(URI, size in bytes) of the input files of a file, folder or glob, in a stable order: one listing."""
     fs, path = storage.filesystem(uri)
     prefix = "s3://" if uri.startswith("s3://") else ""
     if any(c in path for c in "*?["):
         base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
+        found = [(i.path, i.size) for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
                  and not _hidden(i.path[len(base):])]
     else:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
-            found = [path]
+            found = [(path, info.size)]
         elif info.type == pafs.FileType.Directory:
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            found = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(INPUT_SUFFIXES)
-                     and not _hidden(i.path[len(path):])]
+            found = [(i.path, i.size) for i in infos if i.type == pafs.FileType.File
+                     and i.path.endswith(INPUT_SUFFIXES) and not _hidden(i.path[len(path):])]
         else:
             raise FileNotFoundError(f"input not found: {uri}")
     if not found:
         raise FileNotFoundError(f"no input files ({', '.join(INPUT_SUFFIXES)}) under {uri}")
-    return sorted(prefix + p for p in found)
+    return sorted((prefix + p, int(n or 0)) for p, n in found)
+
+
+def list_names(uri: str, storage: Storage) -> set[str]:
+    """The names of the files directly in a folder (none if it does not exist): one listing request (paginated)."""
+    fs, path = storage.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+    return {posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File}
 
 
 def shard_key(uri: str) -> str:
@@ -103,7 +115,7 @@ def shard_key(uri: str) -> str:
     return f"{safe}-{stable_hash(uri, n=4)}"
 
 
-def _compression(path: str) -> str | None:
+def compression_of(path: str) -> str | None:
     if path.endswith(".gz"):
         return "gzip"
     if path.endswith(".zst"):
@@ -114,7 +126,7 @@ def _compression(path: str) -> str | None:
 def read_bytes(uri: str, storage: Storage) -> bytes:
     fs, path = storage.filesystem(uri)
     try:
-        with fs.open_input_stream(path, compression=_compression(path)) as f:
+        with fs.open_input_stream(path, compression=compression_of(path)) as f:
             return f.read()
     except OSError as e:
         raise OSError(f"cannot read {uri}: {e}") from e
@@ -139,8 +151,8 @@ def iter_raw_rows(uri: str, storage: Storage) -> Iterator[RawRow]:
     yield from parse_jsonl(read_bytes(uri, storage))
 
 
-def parse_jsonl(data: bytes) -> Iterator[RawRow]:
-    for i, line in enumerate(data.split(b"\n")):
+def parse_jsonl(data: bytes, first_row: int = 0) -> Iterator[RawRow]:
+    for i, line in enumerate(data.split(b"\n"), start=first_row):
         if not line.strip():
             continue
         try:
@@ -164,6 +176,37 @@ def write_parquet(table: pa.Table, uri: str, storage: Storage) -> None:
         os.replace(tmp, path)
     else:
         pq.write_table(table, path, filesystem=fs, compression="zstd", compression_level=1)
+
+
+class ParquetStream:
+    """A Parquet file written one table (row group) at a time, so its writer never holds it whole. The file
+    appears complete or not at all: on local disk through tmp + rename, on S3 when the upload completes at close."""
+
+    def __init__(self, uri: str, storage: Storage):
+        self.uri, self.storage, self.rows = uri, storage, 0
+        self._writer = self._sink = self._schema = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            fs, path = self.storage.filesystem(self.uri)
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            self._local = isinstance(fs, pafs.LocalFileSystem)
+            self._path, self._tmp = path, path + ".tmp" if self._local else path
+            self._sink = fs.open_output_stream(self._tmp)
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._sink, table.schema, compression="zstd", compression_level=1)
+        self._writer.write_table(table if table.schema == self._schema else table.cast(self._schema))
+        self.rows += table.num_rows
+
+    def close(self) -> int:
+        """Finish the file (none is written if nothing was); the number of rows written."""
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            if self._local:
+                os.replace(self._tmp, self._path)
+            self._writer = None
+        return self.rows
 
 
 def read_parquet(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table:

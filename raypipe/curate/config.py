@@ -55,12 +55,26 @@ class CurateConfig(Settings):
     s3_region: str | None = Field(None, description="S3 region (else AWS_REGION / AWS_DEFAULT_REGION)")
     overwrite: bool = Field(False, description="replace an earlier run in --output made with a different config")
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)")
-    actors: int | None = Field(None, description="scoring actors (default: one per CPU, at most one per shard)")
+    chunk_mb: int = Field(192, ge=1, description="uncompressed JSONL is split into newline-aligned byte ranges of "
+                          "this many MB and Parquet into row groups of about this size, each a unit of work with its "
+                          "own completion marker (compressed files stream through one task); part of the config "
+                          "hash, as it changes the resume units")
+    block_mb: int = Field(32, ge=1, le=1024, description="a scoring actor reads this many MB of a chunk at a time "
+                          "(its memory bound)")
+    actors: int | None = Field(None, description="a fixed number of scoring actors (default: an autoscaling pool "
+                               "from --min-actors to --max-actors)")
+    min_actors: int | None = Field(None, ge=1, description="autoscaling pool: at least this many scoring actors "
+                                   "(default: what the cluster's CPUs hold now, at most one per chunk)")
+    max_actors: int | None = Field(None, ge=1, description="autoscaling pool: at most this many (default: one per "
+                                   "chunk; nodes an autoscaler adds are used)")
     batch_rows: int = Field(512, gt=0, description="rows scored together inside an actor")
     verify_workers: int = Field(1, ge=1, description="math-verify worker processes per scoring actor")
+    verifier_cpus: float = Field(0.25, ge=0.0, le=1.0, description="CPU reserved for each math-verify worker "
+                                 "process of an actor (they run only for answers that are not plain numbers)")
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
-        "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers")
+        "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers",
+        "block_mb", "min_actors", "max_actors", "verifier_cpus")
     HASHED_SINCE_V1: ClassVar[tuple[str, ...]] = (
         "delete_steps", "drop_top", "input", "keep_incorrect", "lexicon", "max_response_chars", "output", "proxy",
         "reference_source", "rule", "seed", "segmenter", "synthetic", "verify_timeout_s")

@@ -1,11 +1,11 @@
 """The curation job on Ray Data, in three resumable phases.
 
-1. score (actors): each input shard is read, normalised, verified and measured; the scored rows go to
-   `_work/scored/`, bad rows to `rejects/`, then a completion marker is written (datatrove style). A rerun
-   skips shards whose marker exists.
-2. select (driver): the rank columns of all scored rows give exact per-source thresholds.
-3. write (tasks): every scored shard is split into `curated/` and `dropped/` under the one policy.
-Then manifest.json and report.html.
+1. score (actors): the inputs are split into chunks (raypipe.curate.chunks); each chunk is read one block at a
+   time, normalised, verified and measured (raypipe.curate.score); a completion marker per chunk (datatrove
+   style) lets a rerun skip what finished.
+2. select: duplicates, then exact per-source thresholds over all scored records.
+3. write (tasks): every scored chunk is split into `curated/` and `dropped/` under the one policy, one row group
+   at a time. Then manifest.json and report.html.
 """
 from __future__ import annotations
 
@@ -16,18 +16,20 @@ from collections import Counter, defaultdict
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from raypipe.core import io
-from raypipe.curate.ablate import delete_steps_table
-from raypipe.curate.config import CurateConfig
 from raypipe.core.errors import ConfigMismatch, LayoutError
-from raypipe.core.formats import InputFormat, make_format
-from raypipe.core.schema import dominant_markup, stable_hash
-from raypipe.core.scoring import Scorer
 from raypipe.core.policy import Policy
+from raypipe.core.scoring import Scorer
+from raypipe.curate.ablate import delete_steps_table
+from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
+from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
+from raypipe.curate.progress import progress, quiet_ray
+from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
+from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
 from raypipe.curate.select import compute_thresholds
-from raypipe.curate.shard import load_shard
 
 # What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
 REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup", "answer_source",
@@ -46,65 +48,33 @@ def _say(msg: str) -> None:
     print(f"[raypipe] {msg}", flush=True)
 
 
-class ScoreShards:
-    """Ray Data actor: score whole input shards. One Scorer (and its verifier workers) per actor."""
-
-    def __init__(self, config: dict):
-        self.config = CurateConfig(**config)
-        self.storage = io.Storage(self.config.s3_endpoint, self.config.s3_region)
-        self.scorer = Scorer(self.config.scoring()).setup()
-        self.fmt = make_format(self.config.format, self.config.fields)
-
-    def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = defaultdict(list)
-        for uri, key in zip(batch["uri"], batch["key"]):
-            try:
-                score_shard(str(uri), str(key), self.config, self.storage, self.scorer, self.fmt)
-                out["error"].append("")
-            except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
-                out["error"].append(str(e))
-            out["key"].append(str(key))
-        return dict(out)
-
-
-def score_shard(uri: str, key: str, config: CurateConfig, storage: io.Storage, scorer: Scorer,
-                fmt: InputFormat | None = None) -> dict:
-    t0 = time.perf_counter()
-    records, rejects, n_rows = load_shard(uri, storage, config.max_response_chars, fmt)
-    parts = [scorer.score(records.slice(i, config.batch_rows)) for i in range(0, records.num_rows, config.batch_rows)]
-    scored = pa.concat_tables(parts) if parts else scorer.score(records)
-    scored = scored.append_column("content_hash", content_hashes(scored))
-    scored = scored.append_column("unconsumed_text", unconsumed_text(scored.column("meta")))
-    out = config.output
-    io.write_parquet(scored, io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
-    if rejects.num_rows:
-        rejects = rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, type=pa.string()))
-        io.write_parquet(rejects, io.join(out, "rejects", f"part-{key}.parquet"), storage)
-    stats = {"uri": uri, "key": key, "rows": n_rows, "records": scored.num_rows + rejects.num_rows,
-             "rejected": rejects.num_rows, "records_per_row": records_per_row(scored, rejects),
-             "bytes": int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0),
-             "seconds": time.perf_counter() - t0}
-    io.write_text(json.dumps(stats), io.join(out, "_work", "done", f"{key}.json"), storage)
-    return stats
-
-
 def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Storage) -> dict:
-    """Phase 3 for one shard: the decision for every row, then curated/ and dropped/."""
+    """Phase 3 for one chunk, one row group at a time: the decision for every record, then curated/ and dropped/.
+    Returns the chunk's decision counts and its phase-1 marker (read here, by the worker, not by the driver)."""
     out = config.output
-    scored = io.read_parquet(io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
+    fs, path = storage.filesystem(scored_uri(out, key))
     fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
-    scored = apply_fixes(scored, io.read_parquet(fixes_uri, storage) if io.exists(fixes_uri, storage) else None)
-    decided = Scorer(config.scoring()).decide(scored, policy)
-    kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
-    dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
-    if config.delete_steps > 0 and kept.num_rows:
-        kept = delete_steps_table(kept, config.delete_steps, config.seed, config.segmenter)
-    for part, table in (("curated", kept), ("dropped", dropped)):
-        uri = io.join(out, part, f"part-{key}.parquet")
-        if table.num_rows:
-            io.write_parquet(table, uri, storage)
-    counts = Counter(zip(decided.column("source").to_pylist(), decided.column("decision").to_pylist()))
-    return {"key": key, "counts": json.dumps([[s, d, n] for (s, d), n in counts.items()])}
+    fixes = io.read_parquet(fixes_uri, storage) if io.exists(fixes_uri, storage) else None
+    scorer = Scorer(config.scoring())
+    writers = {part: io.ParquetStream(io.join(out, part, f"part-{key}.parquet"), storage)
+               for part in ("curated", "dropped")}
+    counts: Counter = Counter()
+    with fs.open_input_file(path) as f:
+        scored_file = pq.ParquetFile(f)
+        for g in range(scored_file.metadata.num_row_groups):
+            decided = scorer.decide(apply_fixes(scored_file.read_row_group(g), fixes), policy)
+            kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
+            dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
+            if config.delete_steps > 0 and kept.num_rows:
+                kept = delete_steps_table(kept, config.delete_steps, config.seed, config.segmenter)
+            for part, table in (("curated", kept), ("dropped", dropped)):
+                if table.num_rows:
+                    writers[part].write(table)
+            counts.update(zip(decided.column("source").to_pylist(), decided.column("decision").to_pylist()))
+    for w in writers.values():
+        w.close()
+    return {"key": key, "counts": json.dumps([[s, d, n] for (s, d), n in counts.items()]),
+            "marker": io.read_text(marker_uri(out, key), storage)}
 
 
 def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
@@ -128,65 +98,18 @@ def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
 
 
 def run_curate(config: CurateConfig) -> dict:
-    import ray
-
-    from raypipe.ray_env import actor_pool, ensure_ray
-    from raypipe.curate.report import build_manifest, write_report
+    from raypipe.ray_env import ensure_ray
 
     t_start = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
-    inputs = io.list_inputs(config.input, storage)
+    files = io.list_input_files(config.input, storage)
     _prepare_output(config, storage)
     ensure_ray(config.num_cpus, plugins=config.plugins)
-    shards = [{"uri": u, "key": io.shard_key(u)} for u in inputs]
-    done = {s["key"] for s in shards if io.exists(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage)}
-    pending = [s for s in shards if s["key"] not in done]
-    _say(f"{len(inputs)} input shards, {len(done)} already scored, {len(pending)} to score -> {config.output}")
+    import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
-    ctx.execution_options.verbose_progress = False
-    if pending:
-        pool = actor_pool(config.actors, len(pending), config.num_cpus)
-        _say(f"phase 1/3 score: {pool.size} actors x {pool.num_cpus:g} CPU")
-        results = ray.data.from_items(pending).map_batches(
-            ScoreShards, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=1,
-            # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
-            # (a capped budget is spent before the node is declared dead); a rescored shard rewrites the same files.
-            compute=ray.data.ActorPoolStrategy(size=pool.size), num_cpus=pool.num_cpus,
-        ).take_all()
-        errors = [r["error"] for r in results if r["error"]]
-        if errors:
-            raise LayoutError("; ".join(errors))
-    stats = [json.loads(io.read_text(io.join(config.output, "_work", "done", f"{s['key']}.json"), storage))
-             for s in shards]
-
-    _say("phase 2/3 select: duplicates, then exact per-source thresholds over all scored records")
-    ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=rank_columns(config))
-    policy, fixes = config.policy(), None
-    if ranks is not None and ranks.num_rows:
-        fixes = find_duplicates(ranks, {s["uri"]: i for i, s in enumerate(shards)})
-        write_fixes(fixes, shards, config.output, storage)
-        ranks = apply_fixes(ranks, fixes)
-        ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
-        if config.reference_source:
-            policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
-        policy = compute_thresholds(ranked, policy)
-        policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranked)})
-
-    _say("phase 3/3 write: curated/ and dropped/")
-    policy_json = policy.model_dump_json()
-    per_shard = ray.data.from_items([{"key": s["key"]} for s in shards]).map_batches(
-        _write_batch, fn_kwargs={"config": config.model_dump(), "policy": policy_json}, batch_size=1, num_cpus=0.5,
-    ).take_all()
-    decisions: Counter = Counter()
-    for row in per_shard:
-        for s, d, n in json.loads(row["counts"]):
-            decisions[(s, d)] += n
-
-    manifest = build_manifest(config, inputs, stats, ranks, fixes, policy, decisions, time.time() - t_start)
-    io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
-    write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per phase, ours
+    with quiet_ray():
+        manifest = _run(config, storage, files, t_start)
     c = manifest["counts"]
     _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
          f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected")
@@ -195,34 +118,171 @@ def run_curate(config: CurateConfig) -> dict:
     return manifest
 
 
-def _write_batch(batch: dict, config: dict, policy: str) -> dict:
-    cfg = CurateConfig(**config)
+def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]], t_start: float) -> dict:
+    from raypipe.curate.report import build_manifest, write_report
+
+    inputs = [u for u, _ in files]
+    chunks = plan_chunks(files, storage, config.chunk_mb << 20)
+    pending = unfinished(chunks, config.output, storage)
+    _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
+         f"{len(pending)} to score -> {config.output}")
+    if pending:
+        run_phase1(config, index_lines(chunks, pending, config, storage), storage)
+    expected = harmonise_markup(config, chunks, storage)
+
+    _say("phase 2/3 select: duplicates, then exact per-source thresholds over all scored records")
+    shards = [{"uri": c.uri, "key": c.key} for c in chunks]
+    parts = [io.read_parquet(scored_uri(config.output, c.key), storage, columns=rank_columns(config)) for c in chunks]
+    ranks = pa.concat_tables(parts, promote_options="default") if parts else None
+    policy, fixes = config.policy(), None
+    if ranks is not None and ranks.num_rows:
+        fixes = find_duplicates(ranks, {u: i for i, u in enumerate(inputs)})
+        write_fixes(fixes, shards, config.output, storage)
+        ranks = apply_fixes(ranks, fixes)
+        ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
+        if config.reference_source:
+            policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
+        policy = compute_thresholds(ranked, policy)
+        policy = policy.model_copy(update={"markup_by_source": expected})
+
+    per_chunk = run_phase3(config, chunks, policy, storage)
+    decisions: Counter = Counter()
+    stats = []
+    for row in per_chunk:
+        stats.append(json.loads(row["marker"]))
+        for s, d, n in json.loads(row["counts"]):
+            decisions[(s, d)] += n
+    manifest = build_manifest(config, inputs, stats, ranks, fixes, policy, decisions, time.time() - t_start)
+    io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
+    write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
+    return manifest
+
+
+def unfinished(chunks: list[Chunk], output: str, storage: io.Storage) -> list[Chunk]:
+    """The chunks without a completion marker: one listing of the markers, not a request per chunk."""
+    done = io.list_names(io.join(output, "_work", "done"), storage)
+    return [c for c in chunks if f"{c.key}.json" not in done]
+
+
+def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig, storage: io.Storage) -> list[Chunk]:
+    """The pending chunks with their first row numbers: newline counts of the byte ranges before them, counted in
+    parallel tasks once per file and kept in _work/index/."""
+    import ray
+
+    files = {c.uri for c in pending if c.first_row < 0}
+    if not files:
+        return pending
+    counts: dict[str, tuple[int, bool]] = {}
+    todo = []
+    for uri in sorted(files):
+        cached = io.read_text(io.join(config.output, "_work", "index", f"{io.shard_key(uri)}.json"), storage)
+        ranges = needs_index([c for c in chunks if c.uri == uri])
+        if cached is not None and {c.key for c in ranges} <= set(json.loads(cached)):
+            counts.update({k: tuple(v) for k, v in json.loads(cached).items()})
+        else:
+            todo += ranges
+    if todo:
+        _say(f"line index: counting the newlines of {len(todo)} byte ranges")
+        task = ray.remote(num_cpus=0.5)(count_newlines)
+        got = ray.get([task.remote(c.uri, c.start, c.end, storage) for c in todo])
+        new = {c.key: tuple(g) for c, g in zip(todo, got)}
+        counts.update(new)
+        for uri in {c.uri for c in todo}:
+            mine = {k: list(v) for k, v in new.items() if any(c.key == k and c.uri == uri for c in todo)}
+            io.write_text(json.dumps(mine), io.join(config.output, "_work", "index", f"{io.shard_key(uri)}.json"),
+                          storage)
+    placed = {c.key: c for c in first_rows([c for c in chunks if c.uri in files], counts)}
+    return [placed.get(c.key, c) for c in pending]
+
+
+def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) -> None:
+    import ray
+
+    lo, hi, cpus = scoring_pool(config, len(pending))
+    _say(f"phase 1/3 score: {lo}..{hi} actors x {cpus:g} CPU (incl. {config.verify_workers} verifier process(es))")
+    results = ray.data.from_items([c.to_dict() for c in pending]).map_batches(
+        ScoreChunks, fn_constructor_kwargs={"config": config.model_dump_json()}, batch_size=1,
+        # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
+        # (a capped budget is spent before the node is declared dead); a rescored chunk rewrites the same files.
+        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi), num_cpus=cpus,
+    )
+    errors = []
+    with progress("phase 1/3 score", sum(c.nbytes for c in pending), len(pending)) as bar:
+        for row in results.iter_rows():
+            if row["error"]:
+                errors.append(row["error"])
+            bar.advance(int(row["nbytes"]), int(row["records"]))
+    if errors:
+        raise LayoutError("; ".join(errors))
+
+
+def harmonise_markup(config: CurateConfig, chunks: list[Chunk], storage: io.Storage) -> dict[str, str]:
+    """The dataset's markup per source, with the records it makes unfinished fixed in their chunks (see
+    raypipe.curate.markup)."""
+    import ray
+
+    read = ray.remote(num_cpus=0.25)(read_votes)
+    per_chunk = [json.loads(v) for v in ray.get([read.remote(scored_uri(config.output, c.key), storage)
+                                                 for c in chunks])]
+    expected = expected_markup(per_chunk)
+    todo = [c for c, v in zip(chunks, per_chunk) if needs_fix(v, expected)]
+    if todo:
+        fix = ray.remote(num_cpus=0.5)(_fix_markup)
+        n = sum(ray.get([fix.remote(config.model_dump_json(), c.key, expected) for c in todo]))
+        _say(f"markup: {n} records in {len(todo)} chunks have no markup where their source uses it (unfinished "
+             "reasoning): normalised and scored again")
+    return expected
+
+
+def _fix_markup(config: str, key: str, expected: dict[str, str]) -> int:
+    cfg = CurateConfig.model_validate_json(config)
+    scorer = Scorer(cfg.scoring()).setup()
+    try:
+        return fix_chunk(scored_uri(cfg.output, key), expected, scorer, finish,
+                         io.Storage(cfg.s3_endpoint, cfg.s3_region))
+    finally:
+        scorer.close()
+
+
+def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage) -> list[dict]:
+    import ray
+
+    for part in ("curated", "dropped"):  # rewritten whole under the one policy
+        io.remove_tree(io.join(config.output, part), storage)
+    results = ray.data.from_items([{"key": c.key, "nbytes": c.nbytes} for c in chunks]).map_batches(
+        _write_batch, fn_kwargs={"config": config.model_dump_json(), "policy": policy.model_dump_json()},
+        batch_size=1, num_cpus=0.5)
+    out = []
+    with progress("phase 3/3 write", sum(c.nbytes for c in chunks), len(chunks)) as bar:
+        for row in results.iter_rows():
+            out.append(row)
+            bar.advance(int(row["nbytes"]), sum(n for _, _, n in json.loads(row["counts"])))
+    return out
+
+
+def scoring_pool(config: CurateConfig, n_chunks: int) -> tuple[int, int, float]:
+    """(min actors, max actors, CPUs per actor). An actor's CPUs count its verifier worker processes; the default
+    pool starts with what the cluster holds now and grows with it (up to one actor per chunk)."""
+    import ray
+
+    verifiers = config.verify_workers * config.verifier_cpus
+    if config.actors:
+        return config.actors, config.actors, 1.0 + verifiers
+    cpus = ray.cluster_resources().get("CPU", 1)
+    hi = max(1, min(config.max_actors or n_chunks, n_chunks))
+    lo = min(hi, config.min_actors or max(1, min(int(cpus), n_chunks)))
+    # On a small machine the pool must leave room for Ray Data's own tasks: a pool holding every CPU deadlocks.
+    per_actor = min(1.0 + verifiers, max(0.25, (cpus - 0.5) / lo))
+    return lo, hi, per_actor
+
+
+def _write_batch(batch: dict, config: str, policy: str) -> dict:
+    cfg = CurateConfig.model_validate_json(config)
     pol = Policy.model_validate_json(policy)
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
-    return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows]}
-
-
-def content_hashes(scored: pa.Table) -> pa.Array:
-    """What makes two records the same trajectory: source, problem and response."""
-    cols = (scored.column(c).to_pylist() for c in ("source", "problem", "response"))
-    return pa.array([stable_hash(s, p, r) for s, p, r in zip(*cols)], pa.string())
-
-
-def unconsumed_text(meta: pa.ChunkedArray) -> pa.Array:
-    """Per record, the fields its format left unread that hold text (comma-separated), else null."""
-    out = []
-    for m in meta.to_pylist():
-        fields = [k for k, v in json.loads(m).items() if isinstance(v, str) and v.strip()] if m and m != "{}" else []
-        out.append(",".join(fields) or None)
-    return pa.array(out, pa.string())
-
-
-def records_per_row(scored: pa.Table, rejects: pa.Table) -> dict[str, int]:
-    """{records a row gave: how many rows gave that many}; a row rejected as a whole gave one (its reject)."""
-    rows = scored.column("row").to_pylist() + rejects.column("row").to_pylist()
-    per_row = Counter(Counter(rows).values())
-    return {str(k): n for k, n in sorted(per_row.items())}
+    return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows],
+            "marker": [r["marker"] for r in rows], "nbytes": list(batch["nbytes"])}
 
 
 def write_fixes(fixes: pa.Table, shards: list[dict], output: str, storage: io.Storage) -> None:
@@ -232,10 +292,6 @@ def write_fixes(fixes: pa.Table, shards: list[dict], output: str, storage: io.St
     for uri in sorted(set(fixes.column("shard").to_pylist())):
         part = fixes.filter(pc.equal(fixes.column("shard"), uri))
         io.write_parquet(part, io.join(output, "_work", "dedup", f"part-{keys[uri]}.parquet"), storage)
-
-
-def markup_by_source(ranks: pa.Table) -> dict[str, str]:
-    return dominant_markup(ranks.column("source").to_pylist(), ranks.column("markup").to_pylist())
 
 
 def reference_steps(ranks: pa.Table, reference_source: str) -> dict[str, float]:

@@ -64,12 +64,11 @@ def _line_bounds(data: bytes) -> np.ndarray | None:
     return np.stack([starts, ends], axis=1)
 
 
-def _columnar(uri: str, storage: Storage, data: bytes | None):
-    """(records, rejects, n_input) through the columnar path, or None."""
+def _columnar(uri: str, data: bytes | pa.Table):
+    """(records, rejects, n_input) through the columnar path, or None. Rows are numbered from 0 here."""
     default_source = posixpath.basename(uri).split(".")[0]
-    if data is None:
-        fs, path = storage.filesystem(uri)
-        table = pq.read_table(path, filesystem=fs)
+    if isinstance(data, pa.Table):
+        table = data
         raw = lambda i: json.dumps(table.slice(i, 1).to_pylist()[0], ensure_ascii=False, default=str)  # noqa: E731
     else:
         lines = _line_bounds(data)
@@ -90,9 +89,19 @@ def _columnar(uri: str, storage: Storage, data: bytes | None):
 
 def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONSE_CHARS,
                fmt: InputFormat | None = None) -> tuple[pa.Table, pa.Table, int]:
-    """(records, rejects, input row count) for one input file, read with `fmt` (None: the format its rows fit)."""
-    data = None if uri.endswith(".parquet") else read_bytes(uri, storage)
-    fast = _columnar(uri, storage, data) if fmt is None or fmt.name == "flat" else None
+    """(records, rejects, input row count) for one whole input file, read with `fmt` (None: the format its rows
+    fit). The curation job reads files in bounded blocks instead (raypipe.curate.chunks, load_block)."""
+    if uri.endswith(".parquet"):
+        fs, path = storage.filesystem(uri)
+        return load_block(uri, pq.read_table(path, filesystem=fs), 0, max_response_chars, fmt)
+    return load_block(uri, read_bytes(uri, storage), 0, max_response_chars, fmt)
+
+
+def load_block(uri: str, data: bytes | pa.Table, first_row: int, max_response_chars: int = MAX_RESPONSE_CHARS,
+               fmt: InputFormat | None = None) -> tuple[pa.Table, pa.Table, int]:
+    """(records, rejects, input row count) for whole lines of a JSONL file (bytes) or rows of a Parquet file (a
+    table) whose first row is row `first_row` of the file `uri`."""
+    fast = _columnar(uri, data) if fmt is None or fmt.name == "flat" else None
     if fast is not None:
         records, bad, n_input, raw = fast
         lengths = pc.utf8_length(records.column("response"))
@@ -102,17 +111,21 @@ def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONS
                 bad.append({"shard": uri, "row": row, "raw": raw(row),
                             "reason": f"invalid record: response of {n} chars is over the limit of {max_response_chars}"})
             records = records.filter(pc.invert(over))
+        if first_row:
+            at = records.schema.get_field_index("row")
+            records = records.set_column(at, "row", pc.add(records.column("row"), pa.scalar(first_row, pa.int64())))
+            for r in bad:
+                r["row"] += first_row
         return records, rejects_table(sorted(bad, key=lambda r: r["row"])), n_input
-    return _load_rows(uri, storage, data, max_response_chars, fmt)
+    return _load_rows(uri, data, first_row, max_response_chars, fmt)
 
 
-def _load_rows(uri: str, storage: Storage, data: bytes | None, max_response_chars: int,
+def _load_rows(uri: str, data: bytes | pa.Table, first_row: int, max_response_chars: int,
                fmt: InputFormat | None) -> tuple[pa.Table, pa.Table, int]:
-    if data is None:
-        fs, path = storage.filesystem(uri)
-        rows = [RawRow(i, rec, "") for i, rec in enumerate(pq.read_table(path, filesystem=fs).to_pylist())]
+    if isinstance(data, pa.Table):
+        rows = [RawRow(i, rec, "") for i, rec in enumerate(data.to_pylist(), start=first_row)]
     else:
-        rows = list(parse_jsonl(data))
+        rows = list(parse_jsonl(data, first_row))
     if fmt is None:
         layout = file_layout(rows, uri)
         fmt = FORMATS.create(layout) if layout else None

@@ -1,0 +1,110 @@
+"""Phase 1 of the curation job: score one chunk of input, one bounded block at a time.
+
+The scored records stream into `_work/scored/part-<key>.parquet` (a row group per scoring batch), the rows that
+cannot be read into `rejects/part-<key>.parquet`; then the chunk's completion marker `_work/done/<key>.json`
+(datatrove style) with its counts. A worker holds one block of a chunk, never the file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe.core import io
+from raypipe.core.errors import LayoutError
+from raypipe.core.formats import InputFormat, make_format
+from raypipe.core.schema import records_table, stable_hash
+from raypipe.core.scoring import Scorer
+from raypipe.curate.chunks import Chunk, iter_blocks
+from raypipe.curate.config import CurateConfig
+from raypipe.curate.shard import load_block
+
+
+def scored_uri(output: str, key: str) -> str:
+    return io.join(output, "_work", "scored", f"part-{key}.parquet")
+
+
+def marker_uri(output: str, key: str) -> str:
+    return io.join(output, "_work", "done", f"{key}.json")
+
+
+class ScoreChunks:
+    """Ray Data actor: score chunks. One Scorer (and its verifier workers) per actor."""
+
+    def __init__(self, config: str):
+        self.config = CurateConfig.model_validate_json(config)
+        self.storage = io.Storage(self.config.s3_endpoint, self.config.s3_region)
+        self.scorer = Scorer(self.config.scoring()).setup()
+        self.fmt = make_format(self.config.format, self.config.fields)
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = defaultdict(list)
+        for i in range(len(batch["key"])):
+            chunk = Chunk(**{f: (str if f in ("uri", "key", "kind") else int)(batch[f][i])
+                             for f in Chunk.__dataclass_fields__})
+            try:
+                stats = score_chunk(chunk, self.config, self.storage, self.scorer, self.fmt)
+                out["error"].append("")
+                out["records"].append(stats["records"])
+            except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
+                out["error"].append(str(e))
+                out["records"].append(0)
+            out["key"].append(chunk.key)
+            out["nbytes"].append(chunk.nbytes)
+        return dict(out)
+
+
+def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer: Scorer,
+                fmt: InputFormat | None = None) -> dict:
+    t0 = time.perf_counter()
+    scored_out = io.ParquetStream(scored_uri(config.output, chunk.key), storage)
+    rejects_out = io.ParquetStream(io.join(config.output, "rejects", f"part-{chunk.key}.parquet"), storage)
+    rows = response_bytes = 0
+    per_row: Counter = Counter()  # records a row gave -> rows that gave that many
+    for block, first_row in iter_blocks(chunk, storage, config.block_mb << 20):
+        records, rejects, n_rows = load_block(chunk.uri, block, first_row, config.max_response_chars, fmt)
+        rows += n_rows
+        per_row.update(Counter(records_per_row(records, rejects).values()))
+        response_bytes += int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0)
+        for i in range(0, records.num_rows, config.batch_rows):
+            scored_out.write(finish(scorer.score(records.slice(i, config.batch_rows))))
+        if rejects.num_rows:
+            rejects_out.write(rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, pa.string())))
+    if scored_out.rows == 0:  # phases 2 and 3 read every chunk's scored part, empty or not
+        scored_out.write(finish(scorer.score(records_table([]))))
+    n_scored = scored_out.close()
+    n_rejected = rejects_out.close()
+    stats = {"uri": chunk.uri, "key": chunk.key, "start": chunk.start, "end": chunk.end, "first_row": chunk.first_row,
+             "rows": rows, "records": n_scored + n_rejected, "rejected": n_rejected,
+             "records_per_row": {str(k): n for k, n in sorted(per_row.items())},
+             "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
+    io.write_text(json.dumps(stats), marker_uri(config.output, chunk.key), storage)
+    return stats
+
+
+def finish(scored: pa.Table) -> pa.Table:
+    scored = scored.append_column("content_hash", content_hashes(scored))
+    return scored.append_column("unconsumed_text", unconsumed_text(scored.column("meta")))
+
+
+def content_hashes(scored: pa.Table) -> pa.Array:
+    """What makes two records the same trajectory: source, problem and response."""
+    cols = (scored.column(c).to_pylist() for c in ("source", "problem", "response"))
+    return pa.array([stable_hash(s, p, r) for s, p, r in zip(*cols)], pa.string())
+
+
+def unconsumed_text(meta: pa.ChunkedArray) -> pa.Array:
+    """Per record, the fields its format left unread that hold text (comma-separated), else null."""
+    out = []
+    for m in meta.to_pylist():
+        fields = [k for k, v in json.loads(m).items() if isinstance(v, str) and v.strip()] if m and m != "{}" else []
+        out.append(",".join(fields) or None)
+    return pa.array(out, pa.string())
+
+
+def records_per_row(records: pa.Table, rejects: pa.Table) -> Counter:
+    """{row: records it gave}; a row rejected as a whole gave one (its reject). Rows never span blocks."""
+    return Counter(records.column("row").to_pylist() + rejects.column("row").to_pylist())
