@@ -25,8 +25,9 @@ from raypipe.core.formats import InputFormat, make_format
 from raypipe.core.schema import dominant_markup, stable_hash
 from raypipe.core.scoring import Scorer
 from raypipe.core.policy import Policy
-from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
-from raypipe.curate.select import compute_thresholds
+from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
+from raypipe.curate.groupby import chunk_policy, read_reference
+from raypipe.curate.phase2 import select_policy
 from raypipe.curate.shard import load_shard
 
 # What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
@@ -94,6 +95,8 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     scored = io.read_parquet(io.join(out, "_work", "scored", f"part-{key}.parquet"), storage)
     fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
     scored = apply_fixes(scored, io.read_parquet(fixes_uri, storage) if io.exists(fixes_uri, storage) else None)
+    if policy.reference_steps_file:  # this shard's problems joined on the run's reference steps
+        policy = chunk_policy(policy, scored, read_reference(out, storage, policy.reference_steps_file))
     decided = Scorer(config.scoring()).decide(scored, policy)
     kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
     dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
@@ -162,17 +165,15 @@ def run_curate(config: CurateConfig) -> dict:
              for s in shards]
 
     _say("phase 2/3 select: duplicates, then exact per-source thresholds over all scored records")
+    chunks = [{"key": s["key"], "uri": s["uri"], "order": i} for i, s in enumerate(shards)]
+    policy, selected = select_policy(config, chunks, storage)
+    _say(f"phase 2: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
+         f"{selected.get('passes', 0)} ranking passes")
+    # The manifest and the report still read every row's report columns (their owner makes them per chunk).
     ranks = io.read_parquet_dir(io.join(config.output, "_work", "scored"), storage, columns=rank_columns(config))
-    policy, fixes = config.policy(), None
-    if ranks is not None and ranks.num_rows:
-        fixes = find_duplicates(ranks, {s["uri"]: i for i, s in enumerate(shards)})
-        write_fixes(fixes, shards, config.output, storage)
+    fixes = io.read_parquet_dir(io.join(config.output, "_work", "dedup"), storage)
+    if ranks is not None:
         ranks = apply_fixes(ranks, fixes)
-        ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
-        if config.reference_source:
-            policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
-        policy = compute_thresholds(ranked, policy)
-        policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranked)})
 
     _say("phase 3/3 write: curated/ and dropped/")
     policy_json = policy.model_dump_json()

@@ -160,19 +160,20 @@ CountPass = Callable[[list[Group] | None], dict[str, np.ndarray]]
 FetchPass = Callable[[list[Group]], dict[str, pa.Table]]
 
 
-def select_thresholds(policy: Policy, count_pass: CountPass, fetch_pass: FetchPass,
-                      bucket_limit: int = 4096) -> tuple[Policy, dict]:
+def select_thresholds(policy: Policy, count_pass: CountPass, fetch_pass: FetchPass, bucket_limit: int = 4096,
+                      sources: Iterable[str] = ()) -> tuple[Policy, dict]:
     """The policy with thresholds and default_threshold, given passes over all chunks' key tables.
 
     count_pass(None) gives level-0 histograms per source; count_pass(groups) the next digit per group;
-    fetch_pass(groups) the groups' rows. Returns (policy, stats) with the number of passes made."""
+    fetch_pass(groups) the groups' rows. `sources`: every source in the data (one without verified-correct rows
+    gets no threshold, as one that drops nothing). Returns (policy, stats) with the number of passes made."""
     first = count_pass(None)
     drops = RULES.get(policy.rule).drops
     thresholds: dict[str, Threshold | None] = {}
     targets: dict[str, Target] = {}
     dropping = []
-    for source in sorted(first):
-        n = int(first[source].sum())
+    for source in sorted(set(first) | set(sources)):
+        n = int(first[source].sum()) if source in first else 0
         k = n_to_drop(policy.drop_top, n) if drops else 0
         thresholds[source] = None
         if k:
@@ -210,8 +211,8 @@ def select_thresholds(policy: Policy, count_pass: CountPass, fetch_pass: FetchPa
     return policy, {"passes": passes, "fetched": sum(t.size for t in every)}
 
 
-def thresholds_from_tables(tables: Callable[[], Iterable[pa.Table]], policy: Policy,
-                           bucket_limit: int = 4096) -> tuple[Policy, dict]:
+def thresholds_from_tables(tables: Callable[[], Iterable[pa.Table]], policy: Policy, bucket_limit: int = 4096,
+                           sources: Iterable[str] = ()) -> tuple[Policy, dict]:
     """In-process: `tables()` yields every chunk's key table (KEY_SCHEMA) anew for each pass."""
 
     def count_pass(groups):
@@ -227,4 +228,4 @@ def thresholds_from_tables(tables: Callable[[], Iterable[pa.Table]], policy: Pol
                 parts.setdefault(gid, []).append(t)
         return {gid: pa.concat_tables(p) for gid, p in parts.items()}
 
-    return select_thresholds(policy, count_pass, fetch_pass, bucket_limit)
+    return select_thresholds(policy, count_pass, fetch_pass, bucket_limit, sources)
