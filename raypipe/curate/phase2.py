@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from raypipe.core import io
 from raypipe.core.policy import Policy
+from raypipe.core.registry import load_plugins
 from raypipe.curate import groupby, radix
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS
@@ -84,7 +85,8 @@ def _reference_combine(output, storage, bucket, *parts):
     return table.num_rows
 
 
-def _keys_pass(output, storage, key, columns, pos_base, policy_json):
+def _keys_pass(output, storage, key, columns, pos_base, policy_json, plugins):
+    load_plugins(plugins)  # the run's own proxies and rules, registered in this worker too
     policy = Policy.model_validate_json(policy_json)
     ranked = groupby.ranked_rows(io.read_parquet(_scored(output, key), storage, columns=columns),
                                  _fixes(output, key, storage))
@@ -194,7 +196,8 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         radix.add_counts(first, result[0])
         groupby.fold_markup(markups, result[1])
         sources.update(result[2])
-    _gather([task(_keys_pass).remote(out, storage, c["key"], columns, pos_base[c["key"]], policy.model_dump_json())
+    _gather([task(_keys_pass).remote(out, storage, c["key"], columns, pos_base[c["key"]], policy.model_dump_json(),
+                                         list(config.plugins))
              for c in chunks], add_keys)
 
     def count_pass(groups):
