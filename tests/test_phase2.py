@@ -188,3 +188,17 @@ def test_select_policy_on_ray_equals_the_driver_path(ray_local, tmp_path):
     assert summary["renamed"] == fixes.num_rows - fixes.column("new_id").null_count > 0
     written = [r for f in sorted((out / "_work" / "dedup").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert _by_key(written) == _by_key(fixes.to_pylist())
+
+
+def test_online_scorer_loads_the_reference_steps_file(tmp_path):
+    import json
+
+    from raypipe.online.scorer import load_run
+
+    ref = pa.table({"problem_id": ["p1", "p2"], "steps": [10.0, 2.5]})
+    (tmp_path / "_work" / "reference_steps").mkdir(parents=True)
+    pq.write_table(ref, tmp_path / "_work" / "reference_steps" / "part-00000.parquet")
+    policy = Policy(proxy="step-ratio", reference_source="ref", reference_steps_file=groupby.REFERENCE_DIR)
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {}, "policy": json.loads(policy.model_dump_json())}))
+    run = load_run(str(tmp_path), allow_version_mismatch=True)
+    assert run.policy.reference_steps == {"p1": 10.0, "p2": 2.5}
