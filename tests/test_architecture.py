@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "raypipe"
 # Packages and modules that run on Ray; everything else (the core above all) is plain Python on Arrow.
-RAY_LAYERS = ("raypipe.curate.job", "raypipe.online.app", "raypipe.train", "raypipe.eval", "raypipe.diagnostics",
+RAY_LAYERS = ("raypipe.curate.job", "raypipe.curate.phase2", "raypipe.online.app", "raypipe.train", "raypipe.eval", "raypipe.diagnostics",
               "raypipe.experiment", "raypipe.commands", "raypipe.ray_env")
 MAX_LINES = 400
 

@@ -42,6 +42,9 @@ class Policy(BaseModel):
     thresholds: dict[str, Threshold | None] = {}
     default_threshold: float | None = None  # for sources the run never saw: a primary-key cut-off
     reference_steps: dict[str, float] = {}  # problem_id -> mean steps of the reference source
+    # Where the batch job wrote the reference steps instead (a Parquet folder relative to the run's output,
+    # problem_id -> steps): phase-3 tasks join their problems on it; the online scorer loads it into the dict.
+    reference_steps_file: str | None = None
     # Per source, the reasoning markup its responses use; online scoring passes it to the row normaliser
     # (expected_markup=…) so that a markup-less response is read exactly as the batch job read it.
     markup_by_source: dict[str, str] = {}

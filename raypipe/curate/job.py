@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,11 +24,12 @@ from raypipe.core.scoring import Scorer
 from raypipe.curate.ablate import delete_steps_table
 from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
 from raypipe.curate.config import CurateConfig
-from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
+from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
+from raypipe.curate.groupby import chunk_policy, read_reference
+from raypipe.curate.phase2 import select_policy
 from raypipe.curate.progress import progress, quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
-from raypipe.curate.select import compute_thresholds
 
 # What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
 REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup", "answer_source",
@@ -56,13 +56,17 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
     fixes = io.read_parquet(fixes_uri, storage) if io.exists(fixes_uri, storage) else None
     scorer = Scorer(config.scoring())
+    reference = read_reference(out, storage, policy.reference_steps_file) if policy.reference_steps_file else None
     writers = {part: io.ParquetStream(io.join(out, part, f"part-{key}.parquet"), storage)
                for part in ("curated", "dropped")}
     counts: Counter = Counter()
     with fs.open_input_file(path) as f:
         scored_file = pq.ParquetFile(f)
         for g in range(scored_file.metadata.num_row_groups):
-            decided = scorer.decide(apply_fixes(scored_file.read_row_group(g), fixes), policy)
+            scored = apply_fixes(scored_file.read_row_group(g), fixes)
+            # this block's problems joined on the run's reference steps (step-ratio proxy)
+            block_policy = chunk_policy(policy, scored, reference) if reference is not None else policy
+            decided = scorer.decide(scored, block_policy)
             kept = decided.filter(pc.equal(decided.column("decision"), "keep"))
             dropped = decided.filter(pc.equal(decided.column("decision"), "drop"))
             if config.delete_steps > 0 and kept.num_rows:
@@ -130,20 +134,17 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
         run_phase1(config, index_lines(chunks, pending, config, storage), storage)
     expected = harmonise_markup(config, chunks, storage)
 
-    _say("phase 2/3 select: duplicates, then exact per-source thresholds over all scored records")
-    shards = [{"uri": c.uri, "key": c.key} for c in chunks]
+    policy, selected = select_policy(config, [{"key": c.key, "uri": c.uri, "order": c.order} for c in chunks],
+                                     storage)
+    policy = policy.model_copy(update={"markup_by_source": expected})
+    _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
+         f"{selected.get('passes', 0)} ranking passes")
+    # The manifest and the report still read every row's report columns (made per chunk in the next commit).
     parts = [io.read_parquet(scored_uri(config.output, c.key), storage, columns=rank_columns(config)) for c in chunks]
     ranks = pa.concat_tables(parts, promote_options="default") if parts else None
-    policy, fixes = config.policy(), None
-    if ranks is not None and ranks.num_rows:
-        fixes = find_duplicates(ranks, {u: i for i, u in enumerate(inputs)})
-        write_fixes(fixes, shards, config.output, storage)
+    fixes = io.read_parquet_dir(io.join(config.output, "_work", "dedup"), storage)
+    if ranks is not None:
         ranks = apply_fixes(ranks, fixes)
-        ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
-        if config.reference_source:
-            policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
-        policy = compute_thresholds(ranked, policy)
-        policy = policy.model_copy(update={"markup_by_source": expected})
 
     per_chunk = run_phase3(config, chunks, policy, storage)
     decisions: Counter = Counter()
@@ -283,23 +284,3 @@ def _write_batch(batch: dict, config: str, policy: str) -> dict:
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
     return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows],
             "marker": [r["marker"] for r in rows], "nbytes": list(batch["nbytes"])}
-
-
-def write_fixes(fixes: pa.Table, shards: list[dict], output: str, storage: io.Storage) -> None:
-    """Each shard's renamed and duplicate records, for its phase-3 task (a shard with none has no file)."""
-    io.remove_tree(io.join(output, "_work", "dedup"), storage)
-    keys = {s["uri"]: s["key"] for s in shards}
-    for uri in sorted(set(fixes.column("shard").to_pylist())):
-        part = fixes.filter(pc.equal(fixes.column("shard"), uri))
-        io.write_parquet(part, io.join(output, "_work", "dedup", f"part-{keys[uri]}.parquet"), storage)
-
-
-def reference_steps(ranks: pa.Table, reference_source: str) -> dict[str, float]:
-    ref = ranks.filter(pc.equal(ranks.column("source"), reference_source))
-    if ref.num_rows == 0:
-        sources = sorted(set(ranks.column("source").to_pylist()))
-        raise ValueError(f"--reference-source {reference_source!r} is not in the data; sources: {sources}")
-    sums: dict[str, list] = defaultdict(list)
-    for pid, n in zip(ref.column("problem_id").to_pylist(), ref.column("n_steps").to_pylist()):
-        sums[pid].append(n)
-    return {pid: float(np.mean(v)) for pid, v in sums.items()}

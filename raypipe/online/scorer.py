@@ -123,6 +123,8 @@ def load_run(uri: str, storage: io.Storage | None = None, verify_workers: int = 
         config = manifest["config"]
         load_plugins(config.get("plugins") or [])  # the run's own operators, if it used any
         policy = Policy.model_validate(manifest["policy"])
+        if policy.reference_steps_file and not policy.reference_steps:  # the run wrote them beside the manifest
+            policy = policy.model_copy(update={"reference_steps": _reference_steps(uri, policy, storage)})
         fields = {k: config[k] for k in ScoringConfig.model_fields if k in config}
         scoring = ScoringConfig(**{**fields, "verify_workers": verify_workers})
     except (ValueError, KeyError, TypeError) as e:
@@ -135,6 +137,15 @@ def load_run(uri: str, storage: io.Storage | None = None, verify_workers: int = 
                             "differ from the batch job's. Rerun the curation, or allow the mismatch explicitly")
     return CurationRun(uri=uri, policy=policy, scoring=scoring, config_hash=manifest.get("config_hash"),
                 versions=recorded, max_response_chars=int(config.get("max_response_chars", 16 << 20)))
+
+
+def _reference_steps(manifest_uri: str, policy: Policy, storage: io.Storage) -> dict[str, float]:
+    """problem_id -> the reference source's mean steps, from the Parquet folder the curation run wrote."""
+    base = manifest_uri[: -len("manifest.json")].rstrip("/") or "."
+    table = io.read_parquet_dir(io.join(base, policy.reference_steps_file), storage)
+    if table is None:
+        raise ManifestError(f"{manifest_uri}: reference steps not found under {policy.reference_steps_file}")
+    return dict(zip(table.column("problem_id").to_pylist(), table.column("steps").to_pylist()))
 
 
 class OnlineScorer:

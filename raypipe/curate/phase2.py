@@ -1,0 +1,223 @@
+"""Phase 2 of the curation job on Ray: duplicates, reference steps, exact thresholds and markup, with a driver
+that holds O(sources x buckets) values, never O(records).
+
+    policy, summary = select_policy(config, chunks, storage)
+
+`chunks`: [{"key", "uri", "order"}]: a chunk's scored records are `_work/scored/part-{key}.parquet`, `uri` is its
+input file and `order` its place in the input order. Every step is a Ray task over one chunk or one hash bucket
+(fractional CPUs: no actor pool, so nothing can starve the tasks on a small machine); the pure logic is in
+raypipe.curate.dedup_buckets, groupby and radix. Writes `_work/dedup/part-{key}.parquet` (the fixes phase 3
+applies), `_work/reference_steps/` (with --reference-source) and `_work/select/keys/` (each chunk's rank keys,
+read again by the later passes).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe.core import io
+from raypipe.core.policy import Policy
+from raypipe.core.registry import load_plugins
+from raypipe.curate import groupby, radix
+from raypipe.curate.config import CurateConfig
+from raypipe.curate.dedup import KEY_COLUMNS
+from raypipe.curate.dedup_buckets import (bucket_fixes, bucket_renames, chunk_fix_files, partition_chunk,
+                                          route_renames)
+
+TASK_CPUS = 0.5
+
+
+def _scored(output: str, key: str) -> str:
+    return io.join(output, "_work", "scored", f"part-{key}.parquet")
+
+
+def _keys_uri(output: str, key: str) -> str:
+    return io.join(output, "_work", "select", "keys", f"part-{key}.parquet")
+
+
+def _fixes(output: str, key: str, storage: io.Storage) -> pa.Table | None:
+    uri = io.join(output, "_work", "dedup", f"part-{key}.parquet")
+    return io.read_parquet(uri, storage) if io.exists(uri, storage) else None
+
+
+# ---- the tasks (plain functions; select_policy wraps them with ray.remote) ----
+
+def _partition(output, storage, key, chunk, shard_order, buckets):
+    keys = io.read_parquet(_scored(output, key), storage, columns=KEY_COLUMNS)
+    content, ids = partition_chunk(keys, chunk, shard_order, buckets)
+    return (*content, *ids)
+
+
+def _renames(buckets, *parts):
+    return tuple(route_renames(bucket_renames(pa.concat_tables(parts)), buckets)) if buckets > 1 else \
+        bucket_renames(pa.concat_tables(parts))
+
+
+def _bucket_fixes(groups, n_rows, *parts):
+    fixes = bucket_fixes(pa.concat_tables(parts[:n_rows]), pa.concat_tables(parts[n_rows:]))
+    if groups == 1:
+        return fixes
+    chunk = fixes.column("chunk").to_numpy()
+    return tuple(fixes.filter(pa.array(chunk % groups == g)) for g in range(groups))
+
+
+def _write_fixes(output, storage, keys, *parts):
+    fixes = pa.concat_tables(parts)
+    for chunk, table in chunk_fix_files(fixes).items():
+        io.write_parquet(table, io.join(output, "_work", "dedup", f"part-{keys[chunk]}.parquet"), storage)
+    return {"duplicates": fixes.num_rows - fixes.column("duplicate_of").null_count,
+            "renamed": fixes.num_rows - fixes.column("new_id").null_count}
+
+
+def _reference_partial(output, storage, key, columns, reference_source, buckets):
+    ranked = groupby.ranked_rows(io.read_parquet(_scored(output, key), storage, columns=columns),
+                                 _fixes(output, key, storage))
+    parts = groupby.partition_problems(groupby.reference_partial(ranked, reference_source), buckets)
+    return (*parts, pc.unique(ranked.column("source")).to_pylist())
+
+
+def _reference_combine(output, storage, bucket, *parts):
+    table = groupby.combine_reference(list(parts))
+    io.write_parquet(table, io.join(output, groupby.REFERENCE_DIR, f"part-{bucket:05d}.parquet"), storage)
+    return table.num_rows
+
+
+def _keys_pass(output, storage, key, columns, pos_base, policy_json, plugins):
+    load_plugins(plugins)  # the run's own proxies and rules, registered in this worker too
+    policy = Policy.model_validate_json(policy_json)
+    ranked = groupby.ranked_rows(io.read_parquet(_scored(output, key), storage, columns=columns),
+                                 _fixes(output, key, storage))
+    if policy.reference_steps_file:
+        reference = groupby.read_reference(output, storage, policy.reference_steps_file)
+        policy = groupby.chunk_policy(policy, ranked, reference)
+    keys = radix.key_table(ranked, policy, pos_base)
+    io.write_parquet(keys, _keys_uri(output, key), storage)
+    return (radix.count_chunk(keys, None), groupby.markup_counts(ranked, pos_base),
+            pc.unique(ranked.column("source")).to_pylist())
+
+
+def _count(output, storage, key, groups):
+    return radix.count_chunk(io.read_parquet(_keys_uri(output, key), storage), groups)
+
+
+def _fetch(output, storage, key, groups):
+    return radix.fetch_chunk(io.read_parquet(_keys_uri(output, key), storage), groups)
+
+
+def _gather(refs: list, fold: Callable) -> None:
+    """ray.get the refs as they finish, folding each result in (never all results at once)."""
+    import ray
+
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=min(len(pending), 16))
+        for value in ray.get(done):
+            fold(value)
+
+
+def rank_columns(config: CurateConfig) -> list[str]:
+    needed = config.policy().columns() + KEY_COLUMNS + ["markup"]
+    if config.reference_source:
+        needed += ["problem_id", "n_steps"]
+    return list(dict.fromkeys(needed))
+
+
+def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage, buckets: int | None = None,
+                  bucket_limit: int = 4096) -> tuple[Policy, dict]:
+    """Duplicate fixes, reference steps, exact thresholds and markup_by_source over all scored chunks."""
+    import ray
+
+    out = config.output
+    chunks = sorted(chunks, key=lambda c: c["order"])
+    n = len(chunks)
+    b = buckets or max(1, min(64, n))
+    shard_order: dict[str, int] = {}
+    for c in chunks:
+        shard_order.setdefault(c["uri"], len(shard_order))
+    names = sorted(f"part-{c['key']}.parquet" for c in chunks)  # the order the old read_parquet_dir concatenated
+    pos_base = {c["key"]: names.index(f"part-{c['key']}.parquet") << 32 for c in chunks}
+    remote = {f.__name__: ray.remote(num_cpus=TASK_CPUS)(f) for f in (
+        _partition, _renames, _bucket_fixes, _write_fixes, _reference_partial, _reference_combine, _keys_pass,
+        _count, _fetch)}
+
+    def task(f):
+        return remote[f.__name__]
+    summary: dict = {"chunks": n, "buckets": b, "duplicates": 0, "renamed": 0}
+    policy = config.policy()
+    if n == 0:
+        return policy, summary
+
+    # 1. duplicates and shared ids: partition by hash, one task per bucket, fixes written per chunk
+    io.remove_tree(io.join(out, "_work", "dedup"), storage)
+    parts = [task(_partition).options(num_returns=2 * b).remote(out, storage, c["key"], i, shard_order, b)
+             for i, c in enumerate(chunks)]
+    parts = [p if isinstance(p, list) else [p] for p in parts]
+    renames = [task(_renames).options(num_returns=b).remote(b, *(p[b + j] for p in parts)) for j in range(b)]
+    renames = [r if isinstance(r, list) else [r] for r in renames]
+    fixes = [task(_bucket_fixes).options(num_returns=b).remote(b, n, *(p[j] for p in parts),
+                                                               *(r[j] for r in renames)) for j in range(b)]
+    fixes = [f if isinstance(f, list) else [f] for f in fixes]
+    del parts, renames
+    writes = [task(_write_fixes).remote(out, storage, {i: c["key"] for i, c in enumerate(chunks) if i % b == g},
+                                        *(f[g] for f in fixes)) for g in range(b)]
+    del fixes
+
+    def add_dedup(counts):
+        summary["duplicates"] += counts["duplicates"]
+        summary["renamed"] += counts["renamed"]
+    _gather(writes, add_dedup)
+
+    # 2. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
+    columns = rank_columns(config)
+    sources: set[str] = set()
+    if config.reference_source:
+        io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
+        partial = [task(_reference_partial).options(num_returns=b + 1).remote(
+            out, storage, c["key"], columns, config.reference_source, b) for c in chunks]
+        _gather([p[b] for p in partial], sources.update)
+        combined = [task(_reference_combine).remote(out, storage, j, *(p[j] for p in partial)) for j in range(b)]
+        del partial
+        problems = sum(ray.get(combined))
+        if problems == 0:
+            raise ValueError(f"--reference-source {config.reference_source!r} is not in the data; "
+                             f"sources: {sorted(sources)}")
+        summary["reference_problems"] = problems
+        policy = policy.model_copy(update={"reference_steps_file": groupby.REFERENCE_DIR})
+
+    # 3. the rank keys of every chunk (written once), markup counts, then radix passes over the key files
+    io.remove_tree(io.join(out, "_work", "select"), storage)
+    first: dict[str, np.ndarray] = {}
+    markups: dict = {}
+
+    def add_keys(result):
+        radix.add_counts(first, result[0])
+        groupby.fold_markup(markups, result[1])
+        sources.update(result[2])
+    _gather([task(_keys_pass).remote(out, storage, c["key"], columns, pos_base[c["key"]], policy.model_dump_json(),
+                                         list(config.plugins))
+             for c in chunks], add_keys)
+
+    def count_pass(groups):
+        if groups is None:
+            return first
+        total: dict[str, np.ndarray] = {}
+        _gather([task(_count).remote(out, storage, c["key"], groups) for c in chunks],
+                lambda part: radix.add_counts(total, part))
+        return total
+
+    def fetch_pass(groups):
+        rows: dict[str, list] = {}
+
+        def add(part):
+            for gid, t in part.items():
+                rows.setdefault(gid, []).append(t)
+        _gather([task(_fetch).remote(out, storage, c["key"], groups) for c in chunks], add)
+        return {gid: pa.concat_tables(p) for gid, p in rows.items()}
+
+    policy, stats = radix.select_thresholds(policy, count_pass, fetch_pass, bucket_limit, sources)
+    policy = policy.model_copy(update={"markup_by_source": groupby.dominant_markup(markups)})
+    summary.update(stats)
+    return policy, summary
