@@ -25,6 +25,7 @@ from raypipe.core.formats import InputFormat, make_format
 from raypipe.core.schema import dominant_markup, stable_hash
 from raypipe.core.scoring import Scorer
 from raypipe.core.policy import Policy
+from raypipe.curate.aggregates import aggregate, merge
 from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
 from raypipe.curate.select import compute_thresholds
 from raypipe.curate.shard import load_shard
@@ -103,8 +104,7 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
         uri = io.join(out, part, f"part-{key}.parquet")
         if table.num_rows:
             io.write_parquet(table, uri, storage)
-    counts = Counter(zip(decided.column("source").to_pylist(), decided.column("decision").to_pylist()))
-    return {"key": key, "counts": json.dumps([[s, d, n] for (s, d), n in counts.items()])}
+    return {"key": key, "aggregate": json.dumps(aggregate(decided, key))}
 
 
 def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
@@ -173,20 +173,20 @@ def run_curate(config: CurateConfig) -> dict:
             policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
         policy = compute_thresholds(ranked, policy)
         policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranked)})
+    ranks = ranked = None  # phase 3's aggregates, not these columns, make the manifest and the report
 
     _say("phase 3/3 write: curated/ and dropped/")
     policy_json = policy.model_dump_json()
     per_shard = ray.data.from_items([{"key": s["key"]} for s in shards]).map_batches(
         _write_batch, fn_kwargs={"config": config.model_dump(), "policy": policy_json}, batch_size=1, num_cpus=0.5,
-    ).take_all()
-    decisions: Counter = Counter()
-    for row in per_shard:
-        for s, d, n in json.loads(row["counts"]):
-            decisions[(s, d)] += n
+    )
+    merged = merge([])  # the manifest and the report come from the shards' aggregates, merged as they arrive
+    for row in per_shard.iter_rows():
+        merged = merge([merged, json.loads(row["aggregate"])])
 
-    manifest = build_manifest(config, inputs, stats, ranks, fixes, policy, decisions, time.time() - t_start)
+    manifest = build_manifest(config, inputs, stats, merged, dedup_summary(fixes), policy, time.time() - t_start)
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
-    write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
+    write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
     c = manifest["counts"]
     _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
          f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected")
@@ -200,7 +200,7 @@ def _write_batch(batch: dict, config: dict, policy: str) -> dict:
     pol = Policy.model_validate_json(policy)
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
-    return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows]}
+    return {"key": [r["key"] for r in rows], "aggregate": [r["aggregate"] for r in rows]}
 
 
 def content_hashes(scored: pa.Table) -> pa.Array:
@@ -232,6 +232,13 @@ def write_fixes(fixes: pa.Table, shards: list[dict], output: str, storage: io.St
     for uri in sorted(set(fixes.column("shard").to_pylist())):
         part = fixes.filter(pc.equal(fixes.column("shard"), uri))
         io.write_parquet(part, io.join(output, "_work", "dedup", f"part-{keys[uri]}.parquet"), storage)
+
+
+def dedup_summary(fixes: pa.Table | None) -> dict:
+    if fixes is None:
+        return {"duplicates": 0, "renamed_ids": 0}
+    return {"duplicates": int(pc.sum(pc.is_valid(fixes.column("duplicate_of"))).as_py() or 0),
+            "renamed_ids": int(pc.sum(pc.is_valid(fixes.column("new_id"))).as_py() or 0)}
 
 
 def markup_by_source(ranks: pa.Table) -> dict[str, str]:
