@@ -30,14 +30,14 @@ from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes, find_duplicates
 from raypipe.curate.select import compute_thresholds
 from raypipe.curate.shard import load_shard
 
-# What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
-REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup", "answer_source",
-                  "final_chars", "unconsumed_text", *KEY_COLUMNS]
+# What phase 2 reads of every scored row beside what the policy's proxy and rule need: the dedup keys and the
+# markup. The manifest and the report come from phase 3's per-shard aggregates (raypipe.curate.aggregates).
+PHASE2_COLUMNS = ["source", "verdict", "markup", *KEY_COLUMNS]
 
 
 def rank_columns(config: CurateConfig) -> list[str]:
-    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs) and the report's."""
-    needed = config.policy().columns() + REPORT_COLUMNS
+    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs), dedup's and the markup."""
+    needed = config.policy().columns() + PHASE2_COLUMNS
     if config.reference_source:
         needed += ["problem_id", "n_steps"]
     return list(dict.fromkeys(needed))
