@@ -128,3 +128,25 @@ def test_an_empty_chunk():
     m = merge([aggregate(empty, "e"), aggregate(decided_table(10), "f")])
     assert m["chunks"]["e"] == {"records": 0, "kept": 0, "dropped": 0}
     assert sum(a["records"] for a in m["sources"].values()) == 10
+
+
+def test_manifest_and_report_from_the_aggregate(tmp_path, monkeypatch):
+    from raypipe.core.io import Storage
+    from raypipe.curate.config import CurateConfig
+    from raypipe.curate.report import build_manifest, write_report
+
+    monkeypatch.setattr(ag, "EXACT_VALUES", 20)  # beta's correct rows: binned, so approximate quantiles
+    table = decided_table(400, distinct=200)
+    merged = merge([aggregate(table.slice(0, 150), "a"), aggregate(table.slice(150), "b")])
+    stats = [{"uri": "in/a", "key": "a", "rows": 150, "records": 150, "rejected": 0, "records_per_row": {"1": 150}},
+             {"uri": "in/b", "key": "b", "rows": 251, "records": 251, "rejected": 0, "records_per_row": {"1": 251}}]
+    config = CurateConfig(input="in", output=str(tmp_path))
+    m = build_manifest(config, ["in/a", "in/b"], stats, merged, None, config.policy(), 1.0)
+    assert not m["balanced"] and [c["chunk"] for c in m["unbalanced_chunks"]] == ["b"]
+    assert m["counts"]["kept"] + m["counts"]["dropped"] == 400
+    assert sum(v["records"] for v in m["by_source"].values()) == 400
+    assert m["by_source"]["beta"]["quantiles"]["branch_ratio"].startswith("approximate")
+    json.dumps(m)
+    write_report(m, merged, config.policy(), str(tmp_path / "report.html"), Storage())
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<img") == 3 and "Counts do not balance in:</b> b" in html and "are approximate" in html
