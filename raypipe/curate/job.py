@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +22,7 @@ from raypipe.core.errors import ConfigMismatch, LayoutError
 from raypipe.core.policy import Policy
 from raypipe.core.scoring import Scorer
 from raypipe.curate.ablate import delete_steps_table
+from raypipe.curate.aggregates import aggregate, merge
 from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
@@ -31,14 +32,14 @@ from raypipe.curate.progress import progress, quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
 
-# What the manifest and the report read of every scored row, beside what the policy's proxy and rule need.
-REPORT_COLUMNS = ["source", "verdict", "branch_ratio", "n_steps", "n_tokens", "markup", "answer_source",
-                  "final_chars", "unconsumed_text", *KEY_COLUMNS]
+# What phase 2 reads of every scored row beside what the policy's proxy and rule need: the dedup keys and the
+# markup. The manifest and the report come from phase 3's per-chunk aggregates (raypipe.curate.aggregates).
+PHASE2_COLUMNS = ["source", "verdict", "markup", *KEY_COLUMNS]
 
 
 def rank_columns(config: CurateConfig) -> list[str]:
-    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs) and the report's."""
-    needed = config.policy().columns() + REPORT_COLUMNS
+    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs), dedup's and the markup."""
+    needed = config.policy().columns() + PHASE2_COLUMNS
     if config.reference_source:
         needed += ["problem_id", "n_steps"]
     return list(dict.fromkeys(needed))
@@ -50,7 +51,7 @@ def _say(msg: str) -> None:
 
 def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Storage) -> dict:
     """Phase 3 for one chunk, one row group at a time: the decision for every record, then curated/ and dropped/.
-    Returns the chunk's decision counts and its phase-1 marker (read here, by the worker, not by the driver)."""
+    Returns the chunk's aggregate (raypipe.curate.aggregates) and its phase-1 marker (read here, by the worker, not by the driver)."""
     out = config.output
     fs, path = storage.filesystem(scored_uri(out, key))
     fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
@@ -59,7 +60,7 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     reference = read_reference(out, storage, policy.reference_steps_file) if policy.reference_steps_file else None
     writers = {part: io.ParquetStream(io.join(out, part, f"part-{key}.parquet"), storage)
                for part in ("curated", "dropped")}
-    counts: Counter = Counter()
+    parts = []
     with fs.open_input_file(path) as f:
         scored_file = pq.ParquetFile(f)
         for g in range(scored_file.metadata.num_row_groups):
@@ -74,11 +75,10 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
             for part, table in (("curated", kept), ("dropped", dropped)):
                 if table.num_rows:
                     writers[part].write(table)
-            counts.update(zip(decided.column("source").to_pylist(), decided.column("decision").to_pylist()))
+            parts.append(aggregate(decided, key))
     for w in writers.values():
         w.close()
-    return {"key": key, "counts": json.dumps([[s, d, n] for (s, d), n in counts.items()]),
-            "marker": io.read_text(marker_uri(out, key), storage)}
+    return {"key": key, "aggregate": json.dumps(merge(parts)), "marker": io.read_text(marker_uri(out, key), storage)}
 
 
 def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
@@ -139,23 +139,11 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
     policy = policy.model_copy(update={"markup_by_source": expected})
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{selected.get('passes', 0)} ranking passes")
-    # The manifest and the report still read every row's report columns (made per chunk in the next commit).
-    parts = [io.read_parquet(scored_uri(config.output, c.key), storage, columns=rank_columns(config)) for c in chunks]
-    ranks = pa.concat_tables(parts, promote_options="default") if parts else None
-    fixes = io.read_parquet_dir(io.join(config.output, "_work", "dedup"), storage)
-    if ranks is not None:
-        ranks = apply_fixes(ranks, fixes)
-
-    per_chunk = run_phase3(config, chunks, policy, storage)
-    decisions: Counter = Counter()
-    stats = []
-    for row in per_chunk:
-        stats.append(json.loads(row["marker"]))
-        for s, d, n in json.loads(row["counts"]):
-            decisions[(s, d)] += n
-    manifest = build_manifest(config, inputs, stats, ranks, fixes, policy, decisions, time.time() - t_start)
+    stats, merged = run_phase3(config, chunks, policy, storage)
+    dedup = {"duplicates": selected["duplicates"], "renamed_ids": selected["renamed"]}
+    manifest = build_manifest(config, inputs, stats, merged, dedup, policy, time.time() - t_start)
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
-    write_report(manifest, ranks, policy, io.join(config.output, "report.html"), storage)
+    write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
     return manifest
 
 
@@ -245,7 +233,7 @@ def _fix_markup(config: str, key: str, expected: dict[str, str]) -> int:
         scorer.close()
 
 
-def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage) -> list[dict]:
+def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage) -> tuple[list, dict]:
     import ray
 
     for part in ("curated", "dropped"):  # rewritten whole under the one policy
@@ -253,12 +241,14 @@ def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storag
     results = ray.data.from_items([{"key": c.key, "nbytes": c.nbytes} for c in chunks]).map_batches(
         _write_batch, fn_kwargs={"config": config.model_dump_json(), "policy": policy.model_dump_json()},
         batch_size=1, num_cpus=0.5)
-    out = []
+    stats, merged = [], merge([])  # merged as they arrive: the driver never holds a row
     with progress("phase 3/3 write", sum(c.nbytes for c in chunks), len(chunks)) as bar:
         for row in results.iter_rows():
-            out.append(row)
-            bar.advance(int(row["nbytes"]), sum(n for _, _, n in json.loads(row["counts"])))
-    return out
+            stats.append(json.loads(row["marker"]))
+            part = json.loads(row["aggregate"])
+            merged = merge([merged, part])
+            bar.advance(int(row["nbytes"]), sum(c["records"] for c in part["chunks"].values()))
+    return stats, merged
 
 
 def scoring_pool(config: CurateConfig, n_chunks: int) -> tuple[int, int, float]:
@@ -282,5 +272,5 @@ def _write_batch(batch: dict, config: str, policy: str) -> dict:
     pol = Policy.model_validate_json(policy)
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
     rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
-    return {"key": [r["key"] for r in rows], "counts": [r["counts"] for r in rows],
+    return {"key": [r["key"] for r in rows], "aggregate": [r["aggregate"] for r in rows],
             "marker": [r["marker"] for r in rows], "nbytes": list(batch["nbytes"])}
