@@ -96,7 +96,7 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     assert rc == 0, log[-4000:]
     # The job's own output arrived while the job was still running: the logs stream, they are not dumped at the end.
     assert status_at_first_log == "RUNNING", status_at_first_log
-    assert "phase 1/3 score" in log and f"{n_rows} rows = " in log and "succeeded" in log
+    assert "phase 1/3 score" in log and f"{n_rows} records = " in log and "succeeded" in log
     assert job_status(cluster, sid) == "SUCCEEDED"
     check_output(out, n_rows)
 
