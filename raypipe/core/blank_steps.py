@@ -34,12 +34,11 @@ def _offsets(arr: pa.Array) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
 
 
-def _good_pairs(data: np.ndarray, nl: np.ndarray, piece: np.ndarray) -> np.ndarray:
-    """For each pair of consecutive newlines: in the same piece, with only [ \\t\\r] between."""
+def _separators(data: np.ndarray, nl: np.ndarray, po: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair index, piece) of each pair of consecutive newlines with only [ \t\r] between, inside one piece."""
     a, b = nl[:-1], nl[1:]
-    same = piece[:-1] == piece[1:]
-    good = same & (b - a == 1)
-    idx = np.flatnonzero(same & (b - a > 1))
+    good = b - a == 1
+    idx = np.flatnonzero(b - a > 1)
     idx = idx[_BLANK[data[a[idx] + 1]]]
     pos, end = a[idx] + 1, b[idx]
     while idx.size:  # walk the (few, short) gaps that start blank, one byte a round
@@ -49,7 +48,10 @@ def _good_pairs(data: np.ndarray, nl: np.ndarray, piece: np.ndarray) -> np.ndarr
         idx, pos, end = idx[~done], pos[~done], end[~done]
         blank = _BLANK[data[pos]]
         idx, pos, end = idx[blank], pos[blank], end[blank]
-    return good
+    pair = np.flatnonzero(good)
+    piece = np.searchsorted(po, a[pair], side="right") - 1
+    same = piece == np.searchsorted(po, b[pair], side="right") - 1
+    return pair[same], piece[same]
 
 
 def _whitespace_only(values: pa.Array, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -73,10 +75,9 @@ def blank_step_counts(thinking: pa.Array, lexicon: Lexicon) -> tuple[np.ndarray,
     buf = values.buffers()[2]
     data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, dtype=np.uint8)
     nl = np.flatnonzero(data[po[0]:po[-1]] == 10) + po[0]
-    nl_piece = np.searchsorted(po, nl, side="right") - 1
-    pair = np.flatnonzero(_good_pairs(data, nl, nl_piece))
+    pair, sep_piece = _separators(data, nl, po)
     sep_start, sep_end = nl[pair], nl[pair + 1] + 1
-    sep_row = piece_row[nl_piece[pair]]
+    sep_row = piece_row[sep_piece]
     seps = np.bincount(sep_row, minlength=n)
     # Markers sit at the cuts: the start of every piece but the first of its row.
     first = np.zeros(len(values), dtype=bool)
