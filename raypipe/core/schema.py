@@ -105,7 +105,7 @@ _MARKERS = {
     "unanswer": "</answer>",
 }
 MARKUPS = ("harmony", "sky", "think")
-_TAGS = {"harmony": ("analysis", "final"), "sky": ("bot", "eot"), "think": ("think", "unthink")}  # what finds each
+_TAG_CORES = {"harmony": "<|channel|>", "sky": "_of_thought|>", "think": "think>"}  # in each tag markup_bounds finds
 _MARKERS_BYTES = {k: tuple(x.encode() for x in v) if isinstance(v, tuple) else v.encode() for k, v in _MARKERS.items()}
 
 
@@ -166,8 +166,8 @@ def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None,
 
 def markups_in(buf) -> tuple[str, ...]:
     """The markups some of whose tags occur in buf (markup_bounds' `kinds`)."""
-    m = _MARKERS_BYTES if isinstance(buf, (bytes, bytearray)) else _MARKERS
-    return tuple(k for k, tags in _TAGS.items() if any(buf.find(m[t]) != -1 for t in tags))
+    as_bytes = isinstance(buf, (bytes, bytearray))
+    return tuple(k for k, core in _TAG_CORES.items() if buf.find(core.encode() if as_bytes else core) != -1)
 
 
 _HARMONY_END = re.compile(r"<\|end\|>|<\|call\|>|<\|return\|>")
