@@ -142,3 +142,23 @@ def test_fast_path_is_taken_where_it_is_exact():
     assert not blank_counts_apply(Lexicon("empty", "1", ("",)))
     odd = Lexicon("odd", "1", ("...", "?!"), word_boundary=False)
     assert_same(HOSTILE + ["so... ?!\n\n...", "...\n\n\n..."], odd)
+
+
+def test_hashes_equal_the_per_part_updates():
+    import hashlib
+
+    from raypipe.core.schema import hash64, stable_hash
+
+    def reference(*parts, n=16):
+        h = hashlib.blake2b(digest_size=n)
+        for p in parts:
+            h.update(p.encode("utf-8", "surrogatepass"))
+            h.update(b"\x1f")
+        return h.digest()
+
+    rng = random.Random(0)
+    alphabet = ["a", "é", "\x1f", "\ud83d", "\ude00", "😀", "", " ", "\x00"]
+    for _ in range(3000):
+        parts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(0, 4))]
+        assert stable_hash(*parts) == reference(*parts).hex() and stable_hash(*parts, n=4) == reference(*parts, n=4).hex()
+        assert hash64(*parts) == int.from_bytes(reference(*parts, n=8), "big") >> 1
