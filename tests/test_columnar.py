@@ -64,3 +64,23 @@ def test_row_path_takes_what_columnar_cannot(tmp_path, content):
     assert fast is None
     records, rejects, n = load_shard(str(p), Storage())
     assert records.num_rows + rejects.num_rows == n
+
+
+def test_columnar_offsets_and_markup_on_hostile_responses(tmp_path):
+    responses = [
+        "", "ü", "é<think>ü\n\nñ</think>∞ \\boxed{√2}", "plain ünïcode only ×", "<think>unfinished ∞", "∞</think>after",
+        "<|end_of_thought|>é<|begin_of_thought|>ü<|end_of_thought|>ñ<|begin_of_solution|>√<|end_of_solution|>ß",
+        "ß<|begin_of_thought|>no end", "😀<|channel|>analysis<|message|>é<|end|><|start|>assistant<|channel|>final"
+        "<|message|>ü<|return|>", "<think>ü</think>\n<answer>é</answer>ñ", "\r\n\r\n<think>\r\n\r\n</think>\r\n",
+        "<think></think>", "😀" * 50 + "<think>" + "é" * 30 + "</think>" + "ü" * 7,
+    ]
+    rows = [{"id": f"r{i}", "problem": "p", "answer": "1", "response": r,
+             "source": "plain" if "<" not in r else "s" if i % 2 else "t"} for i, r in enumerate(responses)]
+    rows.append({"id": "x", "problem": "p", "answer": "1", "response": "ü no markup from a source with one", "source": "t"})
+    p = tmp_path / "h.jsonl"
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    fast, slow = both(p)
+    assert fast is not None and fast[0].equals(slow[0])
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows if r["response"].isascii()))  # no code-point pass
+    fast, slow = both(p)
+    assert fast is not None and fast[0].equals(slow[0])

@@ -50,20 +50,14 @@ PROBLEM_KEYS = ("problem", "question")
 ANSWER_KEYS = ("reference_answer", "answer", "ground_truth", "gt_answer")
 RESPONSE_KEYS = ("response", "output", "completion")
 def stable_hash(*parts: str, n: int = 16) -> str:
-    h = hashlib.blake2b(digest_size=n)
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return h.hexdigest()
+    """blake2b of the parts, each followed by 0x1f."""
+    return hashlib.blake2b("".join(p + "\x1f" for p in parts).encode("utf-8", "surrogatepass"), digest_size=n).hexdigest()
 
 
 def hash64(*parts: str) -> int:
     """A stable 63-bit hash of the parts (fits a signed int64 and JSON): rank tie-breaks and seeded picks."""
-    h = hashlib.blake2b(digest_size=8)
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return int.from_bytes(h.digest(), "big") >> 1
+    digest = hashlib.blake2b("".join(p + "\x1f" for p in parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def normalize_problem(text: str) -> str:
@@ -110,15 +104,19 @@ _MARKERS = {
     "answer": "<answer>",
     "unanswer": "</answer>",
 }
+MARKUPS = ("harmony", "sky", "think")
+_TAG_CORES = {"harmony": "<|channel|>", "sky": "_of_thought|>", "think": "think>"}  # in each tag markup_bounds finds
 _MARKERS_BYTES = {k: tuple(x.encode() for x in v) if isinstance(v, tuple) else v.encode() for k, v in _MARKERS.items()}
 
 
-def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> tuple[int, int, int, int, bool, str]:
+def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None,
+                  kinds: tuple[str, ...] = MARKUPS) -> tuple[int, int, int, int, bool, str]:
     """(thinking start, thinking end, final start, final end, complete, markup) of the response buf[lo:hi].
 
     Works on a str or on a bytes buffer holding many responses (offsets are then byte offsets into it).
     `expected_markup` is the markup the response's source uses: a response with no markup at all from such a
-    source started inside its reasoning (the opening tag was in the prompt) and never closed it.
+    source started inside its reasoning (the opening tag was in the prompt) and never closed it. `kinds` may leave
+    out a markup none of whose tags occur in buf[lo:hi] (see markups_in), which saves searching for them.
     """
     m = _MARKERS_BYTES if isinstance(buf, (bytes, bytearray)) else _MARKERS
 
@@ -129,7 +127,7 @@ def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> 
         found = [i for i in (find(e, start) for e in ends) if i != -1]
         return min(found) if found else hi
 
-    a, f = find(m["analysis"]), buf.rfind(m["final"], lo, hi)
+    a, f = (find(m["analysis"]), buf.rfind(m["final"], lo, hi)) if "harmony" in kinds else (-1, -1)
     if a != -1 or f != -1:
         # The reasoning runs from the first analysis message to the final channel: every analysis message and
         # tool call between them (harmony_reasoning turns the span into plain text).
@@ -138,10 +136,11 @@ def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> 
             return ts, hi if a != -1 else lo, hi, hi, False, "harmony"
         fs = f + len(m["final"])
         return ts, max(ts, f) if a != -1 else lo, fs, end(fs, m["harmony_ends"]), True, "harmony"
-    b, e = find(m["bot"]), find(m["eot"])
+    b, e = (find(m["bot"]), find(m["eot"])) if "sky" in kinds else (-1, -1)
     if b != -1 or e != -1:
         ts = b + len(m["bot"]) if b != -1 else lo
-        e = find(m["eot"], ts)
+        if e != -1 and e < ts:
+            e = find(m["eot"], ts)
         if e == -1:
             return ts, hi, hi, hi, False, "sky"
         fs = e + len(m["eot"])
@@ -149,7 +148,7 @@ def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> 
         if s != -1:
             fs = s + len(m["bos"])
         return ts, e, fs, end(fs, m["eos"]), True, "sky"
-    e, b = find(m["unthink"]), find(m["think"])
+    e, b = (find(m["unthink"]), find(m["think"])) if "think" in kinds else (-1, -1)
     if e != -1:
         ts = b + len(m["think"]) if -1 < b < e else lo
         fs, fe = e + len(m["unthink"]), hi
@@ -163,6 +162,12 @@ def markup_bounds(buf, lo: int, hi: int, expected_markup: str | None = None) -> 
     if expected_markup and expected_markup not in ("plain", "reasoning_content"):
         return lo, hi, hi, hi, False, expected_markup
     return lo, hi, lo, hi, True, "plain"
+
+
+def markups_in(buf) -> tuple[str, ...]:
+    """The markups some of whose tags occur in buf (markup_bounds' `kinds`)."""
+    as_bytes = isinstance(buf, (bytes, bytearray))
+    return tuple(k for k, core in _TAG_CORES.items() if buf.find(core.encode() if as_bytes else core) != -1)
 
 
 _HARMONY_END = re.compile(r"<\|end\|>|<\|call\|>|<\|return\|>")

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.core.blank_steps import blank_counts_apply, blank_step_counts
 from raypipe.core.lexicon import Lexicon
 
 SEGMENTERS = {
@@ -53,10 +54,8 @@ def _per_row(values: np.ndarray, parents: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(parents, weights=values, minlength=n).astype(np.int64)
 
 
-def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter: str = "blank",
-            final: pa.Array | None = None) -> dict[str, pa.Array]:
-    """Structure columns for a batch of reasoning texts (and their full responses and final parts, for lengths)."""
-    thinking = pc.fill_null(thinking, "")
+def _step_counts(thinking: pa.Array, lexicon: Lexicon, segmenter: str) -> tuple[np.ndarray, ...]:
+    """(n_steps, n_branch_steps, n_markers) by splitting into steps and counting markers in each: any segmenter."""
     n = len(thinking)
     steps = pc.split_pattern_regex(thinking, segment_pattern(segmenter))
     flat = pc.list_flatten(steps)
@@ -64,9 +63,21 @@ def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter:
     nonempty = pc.and_(pc.greater(pc.binary_length(flat), 0), pc.invert(pc.utf8_is_space(flat)))
     # Markers are counted per step (a marker never spans a blank line), so one pass gives both counts.
     per_step = pc.count_substring_regex(flat, lexicon.pattern()).to_numpy(zero_copy_only=False)
-    n_steps = _per_row(nonempty.to_numpy(zero_copy_only=False).astype(np.int64), parents, n)
-    n_branch = _per_row((per_step > 0).astype(np.int64), parents, n)
-    n_markers = _per_row(per_step.astype(np.int64), parents, n)
+    return (_per_row(nonempty.to_numpy(zero_copy_only=False).astype(np.int64), parents, n),
+            _per_row((per_step > 0).astype(np.int64), parents, n), _per_row(per_step.astype(np.int64), parents, n))
+
+
+def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter: str = "blank",
+            final: pa.Array | None = None) -> dict[str, pa.Array]:
+    """Structure columns for a batch of reasoning texts (and their full responses and final parts, for lengths)."""
+    thinking = pc.fill_null(thinking, "")
+    if isinstance(thinking, pa.ChunkedArray):
+        thinking = thinking.combine_chunks()
+    n = len(thinking)
+    if segmenter == "blank" and blank_counts_apply(lexicon) and n:
+        n_steps, n_branch, n_markers = blank_step_counts(thinking, lexicon)
+    else:
+        n_steps, n_branch, n_markers = _step_counts(thinking, lexicon, segmenter)
     think_tokens = estimate_tokens(thinking)
     resp_tokens = estimate_tokens(pc.fill_null(response, ""))
     with np.errstate(divide="ignore", invalid="ignore"):
