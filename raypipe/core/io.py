@@ -11,7 +11,8 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Iterator
+import time
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -20,7 +21,26 @@ import pyarrow.parquet as pq
 
 from raypipe.core.schema import stable_hash
 
+T = TypeVar("T")
 INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
+
+
+TRANSIENT_ATTEMPTS = 4
+
+
+def retried(fn: Callable[..., T], *args, attempts: int = TRANSIENT_ATTEMPTS, **kwargs) -> T:
+    """fn(*args, **kwargs), again after a storage error (a connection dropped mid-body is not retried by the S3
+    client itself); a missing file is not an error that time fixes. Every call it guards is idempotent."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -211,7 +231,7 @@ class ParquetStream:
 
 def read_parquet(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table:
     fs, path = storage.filesystem(uri)
-    return pq.read_table(path, filesystem=fs, columns=columns)
+    return retried(pq.read_table, path, filesystem=fs, columns=columns)
 
 
 def read_parquet_dir(uri: str, storage: Storage, columns: list[str] | None = None) -> pa.Table | None:
@@ -220,7 +240,8 @@ def read_parquet_dir(uri: str, storage: Storage, columns: list[str] | None = Non
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f, filesystem=fs, columns=columns) for f in files], promote_options="default")
+    return pa.concat_tables([retried(pq.read_table, f, filesystem=fs, columns=columns) for f in files],
+                            promote_options="default")
 
 
 def write_text(text: str, uri: str, storage: Storage) -> None:
@@ -235,15 +256,19 @@ def write_text(text: str, uri: str, storage: Storage) -> None:
 
 def read_text(uri: str, storage: Storage) -> str | None:
     fs, path = storage.filesystem(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode("utf-8")
+
+    def read() -> str | None:
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.read().decode("utf-8")
+
+    return retried(read)
 
 
 def exists(uri: str, storage: Storage) -> bool:
     fs, path = storage.filesystem(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return retried(fs.get_file_info, path).type != pafs.FileType.NotFound
 
 
 def remove_tree(uri: str, storage: Storage) -> None:

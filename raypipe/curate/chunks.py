@@ -15,7 +15,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.core.io import Storage, compression_of, shard_key
+from raypipe.core.io import Storage, compression_of, retried, shard_key
 
 READ_BYTES = 8 << 20  # one read from storage
 
@@ -72,7 +72,7 @@ def count_newlines(uri: str, start: int, end: int, storage: Storage) -> tuple[in
     with fs.open_input_file(path) as f:
         pos = start
         while pos < end:
-            data = f.read_at(min(READ_BYTES, end - pos), pos)
+            data = retried(f.read_at, min(READ_BYTES, end - pos), pos)
             if not data:
                 break
             count += data.count(b"\n")
@@ -158,7 +158,7 @@ def _range_lines(f, size: int, start: int, end: int, block_bytes: int) -> Iterat
     offset, pos, buf = start, start, b""  # buf holds the file's bytes from `offset` on
     while offset < end:
         if pos < size:
-            data = f.read_at(min(block_bytes, size - pos), pos)
+            data = retried(f.read_at, min(block_bytes, size - pos), pos)
             pos += len(data)
             buf += data
         at_eof = pos >= size
@@ -179,7 +179,7 @@ def _range_lines(f, size: int, start: int, end: int, block_bytes: int) -> Iterat
 
 def _find_newline(f, size: int, pos: int) -> int:
     while pos < size:
-        data = f.read_at(min(1 << 20, size - pos), pos)
+        data = retried(f.read_at, min(1 << 20, size - pos), pos)
         at = data.find(b"\n")
         if at >= 0:
             return pos + at

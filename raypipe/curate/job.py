@@ -271,6 +271,6 @@ def _write_batch(batch: dict, config: str, policy: str) -> dict:
     cfg = CurateConfig.model_validate_json(config)
     pol = Policy.model_validate_json(policy)
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
-    rows = [write_shard(str(k), cfg, pol, storage) for k in batch["key"]]
+    rows = [io.retried(write_shard, str(k), cfg, pol, storage, attempts=3) for k in batch["key"]]
     return {"key": [r["key"] for r in rows], "aggregate": [r["aggregate"] for r in rows],
             "marker": [r["marker"] for r in rows], "nbytes": list(batch["nbytes"])}

@@ -14,7 +14,6 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raypipe.core import io
 from raypipe.core.schema import RECORD_SCHEMA, harmony_reasoning, split_reasoning
@@ -71,9 +70,7 @@ def fix_table(table: pa.Table, expected: dict[str, str], scorer: Scorer, finish)
 
 def fix_chunk(uri: str, expected: dict[str, str], scorer: Scorer, finish, storage: io.Storage) -> int:
     """Rewrite one scored chunk file with its unfinished records fixed; the number of records changed."""
-    fs, path = storage.filesystem(uri)
-    with fs.open_input_file(path) as f:
-        table = pq.ParquetFile(f).read()
+    table = io.read_parquet(uri, storage)
     fixed, n = fix_table(table, expected, scorer, finish)
     if n:
         out = io.ParquetStream(uri, storage)
@@ -84,5 +81,4 @@ def fix_chunk(uri: str, expected: dict[str, str], scorer: Scorer, finish, storag
 
 
 def read_votes(uri: str, storage: io.Storage) -> str:
-    fs, path = storage.filesystem(uri)
-    return json.dumps(votes(pq.read_table(path, filesystem=fs, columns=["source", "markup"])))
+    return json.dumps(votes(io.read_parquet(uri, storage, columns=["source", "markup"])))

@@ -46,7 +46,8 @@ class ScoreChunks:
             chunk = Chunk(**{f: (str if f in ("uri", "key", "kind") else int)(batch[f][i])
                              for f in Chunk.__dataclass_fields__})
             try:
-                stats = score_chunk(chunk, self.config, self.storage, self.scorer, self.fmt)
+                # a storage error mid-chunk: the chunk again, from its start (it rewrites the same files)
+                stats = io.retried(score_chunk, chunk, self.config, self.storage, self.scorer, self.fmt, attempts=3)
                 out["error"].append("")
                 out["records"].append(stats["records"])
             except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
@@ -64,7 +65,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     rejects_out = io.ParquetStream(io.join(config.output, "rejects", f"part-{chunk.key}.parquet"), storage)
     rows = response_bytes = 0
     per_row: Counter = Counter()  # records a row gave -> rows that gave that many
-    for block, first_row in iter_blocks(chunk, storage, config.block_mb << 20):
+    for block, first_row in _read(chunk, storage, config.block_mb << 20):
         records, rejects, n_rows = load_block(chunk.uri, block, first_row, config.max_response_chars, fmt)
         rows += n_rows
         per_row.update(Counter(records_per_row(records, rejects).values()))
@@ -83,6 +84,18 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
              "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
     io.write_text(json.dumps(stats), marker_uri(config.output, chunk.key), storage)
     return stats
+
+
+def _read(chunk: Chunk, storage: io.Storage, block_bytes: int):
+    """The chunk's blocks; a storage error names the file (the job reports it and stops)."""
+    blocks = iter_blocks(chunk, storage, block_bytes)
+    while True:
+        try:
+            yield next(blocks)
+        except StopIteration:
+            return
+        except OSError as e:
+            raise OSError(f"cannot read {chunk.uri}: {e}") from e
 
 
 def finish(scored: pa.Table) -> pa.Table:
