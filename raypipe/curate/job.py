@@ -130,12 +130,11 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
     pending = unfinished(chunks, config.output, storage)
     _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
          f"{len(pending)} to score -> {config.output}")
-    if pending:
-        run_phase1(config, index_lines(chunks, pending, config, storage), storage)
-    expected = harmonise_markup(config, chunks, storage)
+    scored = run_phase1(config, index_lines(chunks, pending, config, storage), storage) if pending else {}
+    expected = harmonise_markup(config, chunks, scored, storage)
 
-    policy, selected = select_policy(config, [{"key": c.key, "uri": c.uri, "order": c.order} for c in chunks],
-                                     storage)
+    policy, selected = select_policy(
+        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage)
     policy = policy.model_copy(update={"markup_by_source": expected})
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{selected.get('passes', 0)} ranking passes")
@@ -184,7 +183,8 @@ def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig,
     return [placed.get(c.key, c) for c in pending]
 
 
-def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) -> None:
+def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) -> dict[str, dict]:
+    """Score the pending chunks; {chunk key: its markup votes}."""
     import ray
 
     lo, hi, cpus = scoring_pool(config, len(pending))
@@ -195,26 +195,36 @@ def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) 
         # (a capped budget is spent before the node is declared dead); a rescored chunk rewrites the same files.
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi), num_cpus=cpus,
     )
-    errors = []
+    errors, markups = [], {}
     with progress("phase 1/3 score", sum(c.nbytes for c in pending), len(pending)) as bar:
         for row in results.iter_rows():
             if row["error"]:
                 errors.append(row["error"])
+            markups[row["key"]] = json.loads(row["markups"])
             bar.advance(int(row["nbytes"]), int(row["records"]))
     if errors:
         raise LayoutError("; ".join(errors))
+    return markups
 
 
-def harmonise_markup(config: CurateConfig, chunks: list[Chunk], storage: io.Storage) -> dict[str, str]:
+def harmonise_markup(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
+                     storage: io.Storage) -> dict[str, str]:
     """The dataset's markup per source, with the records it makes unfinished fixed in their chunks (see
-    raypipe.curate.markup)."""
+    raypipe.curate.markup). Chunks scored by an earlier run give their votes from their markers."""
     import ray
+    from concurrent.futures import ThreadPoolExecutor
 
-    read = ray.remote(num_cpus=0.25)(read_votes)
-    per_chunk = [json.loads(v) for v in ray.get([read.remote(scored_uri(config.output, c.key), storage)
-                                                 for c in chunks])]
-    expected = expected_markup(per_chunk)
-    todo = [c for c, v in zip(chunks, per_chunk) if needs_fix(v, expected)]
+    def marker_votes(c: Chunk) -> dict:
+        marker = json.loads(io.read_text(marker_uri(config.output, c.key), storage) or "{}")
+        if "markups" in marker:
+            return marker["markups"]
+        return json.loads(read_votes(scored_uri(config.output, c.key), storage))  # a marker from before votes
+
+    earlier = [c for c in chunks if c.key not in known]
+    with ThreadPoolExecutor(16) as pool:
+        known = {**known, **dict(zip((c.key for c in earlier), pool.map(marker_votes, earlier)))}
+    expected = expected_markup([known[c.key] for c in chunks])
+    todo = [c for c in chunks if needs_fix(known[c.key], expected)]
     if todo:
         fix = ray.remote(num_cpus=0.5)(_fix_markup)
         n = sum(ray.get([fix.remote(config.model_dump_json(), c.key, expected) for c in todo]))

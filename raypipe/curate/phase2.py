@@ -133,7 +133,8 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
     out = config.output
     chunks = sorted(chunks, key=lambda c: c["order"])
     n = len(chunks)
-    b = buckets or max(1, min(64, n))
+    # a bucket per GiB of input (up to 64): each dedup task holds about a GiB's records' keys
+    b = buckets or max(1, min(64, n, -(-sum(c.get("nbytes", 1 << 30) for c in chunks) // (1 << 30))))
     shard_order: dict[str, int] = {}
     for c in chunks:
         shard_order.setdefault(c["uri"], len(shard_order))

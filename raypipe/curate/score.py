@@ -20,6 +20,7 @@ from raypipe.core.schema import records_table, stable_hash
 from raypipe.core.scoring import Scorer
 from raypipe.curate.chunks import Chunk, iter_blocks
 from raypipe.curate.config import CurateConfig
+from raypipe.curate.markup import votes
 from raypipe.curate.shard import load_block
 
 
@@ -50,9 +51,11 @@ class ScoreChunks:
                 stats = io.retried(score_chunk, chunk, self.config, self.storage, self.scorer, self.fmt, attempts=3)
                 out["error"].append("")
                 out["records"].append(stats["records"])
+                out["markups"].append(json.dumps(stats["markups"]))
             except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
                 out["error"].append(str(e))
                 out["records"].append(0)
+                out["markups"].append("{}")
             out["key"].append(chunk.key)
             out["nbytes"].append(chunk.nbytes)
         return dict(out)
@@ -65,6 +68,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     rejects_out = io.ParquetStream(io.join(config.output, "rejects", f"part-{chunk.key}.parquet"), storage)
     rows = response_bytes = 0
     per_row: Counter = Counter()  # records a row gave -> rows that gave that many
+    markups: dict[str, Counter] = {}  # source -> markup -> records (raypipe.curate.markup)
     for block, first_row in _read(chunk, storage, config.block_mb << 20):
         records, rejects, n_rows = load_block(chunk.uri, block, first_row, config.max_response_chars, fmt)
         rows += n_rows
@@ -72,6 +76,9 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
         response_bytes += int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0)
         for i in range(0, records.num_rows, config.batch_rows):
             scored_out.write(finish(scorer.score(records.slice(i, config.batch_rows))))
+        for source, counts in votes(records).items():
+            for markup, n in counts.items():
+                markups.setdefault(source, Counter())[markup] += n
         if rejects.num_rows:
             rejects_out.write(rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, pa.string())))
     if scored_out.rows == 0:  # phases 2 and 3 read every chunk's scored part, empty or not
@@ -81,7 +88,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     stats = {"uri": chunk.uri, "key": chunk.key, "start": chunk.start, "end": chunk.end, "first_row": chunk.first_row,
              "rows": rows, "records": n_scored + n_rejected, "rejected": n_rejected,
              "records_per_row": {str(k): n for k, n in sorted(per_row.items())},
-             "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
+             "markups": {s: dict(c) for s, c in sorted(markups.items())}, "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
     io.write_text(json.dumps(stats), marker_uri(config.output, chunk.key), storage)
     return stats
 
