@@ -169,7 +169,11 @@ def run_curate(config: CurateConfig) -> dict:
         write_fixes(fixes, shards, config.output, storage)
         ranks = apply_fixes(ranks, fixes)
         ranked = ranks.filter(pc.is_null(ranks.column("duplicate_of")))
-        if config.reference_source:
+        if config.reference_input:  # scored for its step counts only (raypipe.curate.reference), never written
+            from raypipe.curate.reference import reference_input_steps
+
+            policy = policy.model_copy(update={"reference_steps": reference_input_steps(config, storage)})
+        elif config.reference_source:
             policy = policy.model_copy(update={"reference_steps": reference_steps(ranked, config.reference_source)})
         policy = compute_thresholds(ranked, policy)
         policy = policy.model_copy(update={"markup_by_source": markup_by_source(ranked)})
