@@ -26,6 +26,7 @@ from raypipe.core import io
 from raypipe.core.schema import hash64
 from raypipe.core.settings import config_hash
 
+BUDGET_VERSION = 2  # what budget.json holds; another version is recomputed (samples and steps come out the same)
 HUGE = 1 << 40
 PACK_BATCH = 4096  # rows packed together by SFT's data preparation (raypipe.train.data.pack_batch)
 RENDER_FIELDS = ("model", "max_len", "overlong", "template", "think_open", "think_close", "prompt_version", "pack",
@@ -105,8 +106,9 @@ def seeded_order(table: pa.Table, seed: int) -> pa.Table:
     return table.take(np.argsort(np.array(keys, dtype=np.int64), kind="stable"))
 
 
-def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(full length, supervised tokens after the over-long policy, usable) of every row, as SFT renders them."""
+def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rendered length, length trained after the over-long policy, supervised tokens, usable) of every row, as
+    SFT renders them."""
     from raypipe.train.data import canonical_parts
     from raypipe.train.render import render
 
@@ -114,20 +116,19 @@ def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, 
                          if c in table.column_names]).to_pydict()
     thinking, final = canonical_parts(cols)
     fmt = train.assistant_format()
-    full, sup, ok = [], [], []
+    raw, seq, sup, ok = [], [], [], []
     for problem, t, f in zip(cols["problem"], thinking, final):
         r = render(tokenizer, problem or "", t, f, HUGE, "truncate", train.template, fmt)
-        if r.example is None:
-            full.append(0), sup.append(0), ok.append(False)
-            continue
-        n, prompt = len(r.example.input_ids), sum(1 for x in r.example.labels if x == -100)
-        if n <= train.max_len:
-            full.append(n), sup.append(n - prompt), ok.append(True)
-        elif train.overlong == "truncate" and prompt < train.max_len - 1:
-            full.append(n), sup.append(train.max_len - prompt), ok.append(True)
+        n = len(r.example.input_ids) if r.example else 0
+        prompt = sum(1 for x in r.example.labels if x == -100) if r.example else 0
+        raw.append(n)
+        if r.example is not None and n <= train.max_len:
+            seq.append(n), sup.append(n - prompt), ok.append(True)
+        elif r.example is not None and train.overlong == "truncate" and prompt < train.max_len - 1:
+            seq.append(train.max_len), sup.append(train.max_len - prompt), ok.append(True)
         else:
-            full.append(n), sup.append(0), ok.append(False)
-    return np.array(full, dtype=np.int64), np.array(sup, dtype=np.int64), np.array(ok, dtype=bool)
+            seq.append(0), sup.append(0), ok.append(False)
+    return tuple(np.array(x, dtype=np.int64) for x in (raw, seq, sup)) + (np.array(ok, dtype=bool),)
 
 
 def arm_rows(curate_out: str, storage: io.Storage) -> tuple[pa.Table | None, pa.Table | None]:
@@ -151,7 +152,7 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     first = next(iter(train_stages.values())).settings
     manifests = {a: json.loads(io.read_text(io.join(s.settings.data, "manifest.json"), storage) or "{}")
                  for a, s in train_stages.items()}
-    digest = config_hash({"mode": cfg.budget, "train": {k: getattr(first, k) for k in RENDER_FIELDS},
+    digest = config_hash({"version": BUDGET_VERSION, "mode": cfg.budget, "train": {k: getattr(first, k) for k in RENDER_FIELDS},
                           "curated": {a: [m.get("config_hash"), m.get("counts")] for a, m in manifests.items()}})
     previous = read_budget(cfg)
     if previous and previous.get("digest") == digest:
@@ -164,12 +165,12 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
         if curated is None or not curated.num_rows:
             raise ValueError(f"arm {arm}: curation kept no rows ({stage.settings.data})")
         curated = seeded_order(curated, cfg.seed)
-        full, sup, ok = lengths(curated, tokenizer, first)
+        full, seq, sup, ok = lengths(curated, tokenizer, first)
         dfull = lengths(dropped, tokenizer, first)[0] if dropped is not None and dropped.num_rows else np.array([])
         before = np.concatenate([full, dfull])
         before_lens[arm] = before
         tables[arm] = curated.filter(pa.array(ok))
-        usable[arm] = (full[ok].tolist(), sup[ok].tolist())
+        usable[arm] = (seq[ok].tolist(), sup[ok].tolist())
         per_arm[arm] = {"curated_rows": curated.num_rows, "usable_rows": int(ok.sum()),
                         "overlong_before": int((before > first.max_len).sum()), "rows_before": int(len(before)),
                         "overlong_after": int((full > first.max_len).sum()), "rows_after": curated.num_rows,
