@@ -35,6 +35,9 @@ def run_train(cfg) -> dict:
     from raypipe.train.worker import local_model_path, train_worker
 
     t0 = time.time()
+    # Ray Train runs its workers in their own working directory: a relative local path must not follow them there.
+    cfg = cfg.model_copy(update={k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "storage")
+                                 if getattr(cfg, k) and "://" not in getattr(cfg, k)})
     ensure_ray(cfg.num_cpus)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
     model_path = local_model_path(cfg.model, storage)
