@@ -26,7 +26,7 @@ from raypipe.core import io
 from raypipe.core.schema import hash64
 from raypipe.core.settings import config_hash
 
-BUDGET_VERSION = 2  # what budget.json holds; another version is recomputed (samples and steps come out the same)
+BUDGET_VERSION = 3  # what budget.json holds; another version is recomputed
 HUGE = 1 << 40
 PACK_BATCH = 4096  # rows packed together by SFT's data preparation (raypipe.train.data.pack_batch)
 RENDER_FIELDS = ("model", "max_len", "overlong", "template", "think_open", "think_close", "prompt_version", "pack",
@@ -101,8 +101,10 @@ def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train
 
 
 def seeded_order(table: pa.Table, seed: int) -> pa.Table:
-    keys = [hash64(str(seed), str(s), str(i)) for s, i in zip(table.column("source").to_pylist(),
-                                                              table.column("id").to_pylist())]
+    """Rows in a seeded order of their own: salted, so that it is independent of the random rule's pick (which
+    hashes the same seed, source and id) and a budget sample never re-creates the A-drop-random arm."""
+    keys = [hash64("budget", str(seed), str(s), str(i)) for s, i in zip(table.column("source").to_pylist(),
+                                                                        table.column("id").to_pylist())]
     return table.take(np.argsort(np.array(keys, dtype=np.int64), kind="stable"))
 
 
@@ -142,7 +144,7 @@ def arm_rows(curate_out: str, storage: io.Storage) -> tuple[pa.Table | None, pa.
 
 def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     """budget.json for the arms' curated data (reused when its inputs are unchanged), with each arm's train
-    settings: data (a seeded sample under budget/<arm>/ for rows and tokens), max_steps and epochs.
+    settings: data (a seeded sample under budget/<digest>/<arm>/ for rows and tokens), max_steps and epochs.
     `train_stages`: each arm's train stage as it is before the budget."""
     from raypipe.tiny import load_tokenizer
     from raypipe.train.worker import local_model_path
@@ -179,7 +181,7 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     for arm, m in matched.items():
         data = train_stages[arm].settings.data
         if cfg.budget in ("rows", "tokens"):
-            data = io.join(cfg.output, "budget", arm)
+            data = io.join(cfg.output, "budget", digest, arm)  # a new budget is new data: finished SFT is not reused
             io.remove_tree(data, storage)
             io.write_parquet(tables[arm].slice(0, m["rows"]), io.join(data, "part-00000.parquet"), storage)
         train = {"data": data, "max_steps": m["steps"], "epochs": m["epochs"]} if cfg.budget != "none" else {}
