@@ -185,7 +185,10 @@ def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
                 fixed.append((stage, name))
     sections = sum(len(ExperimentConfig.model_fields[s].annotation.model_fields) for s in STAGE_MODELS)
     assert len(reached) + len(fixed) + len(skipped) == sections and len(reached) > 60, len(reached)
-    assert set(fixed) <= {("eval", "prompt_version"), ("curate", "grader")}, fixed  # one valid value each, today
+    # one valid value each today (grader, the prompt versions the candidates do not name); the experiment holds
+    # train.template at auto (evaluation renders through the chat template) and eval.max_model_len above max_tokens
+    assert set(fixed) <= {("eval", "prompt_version"), ("train", "prompt_version"), ("curate", "grader"),
+                          ("train", "template"), ("eval", "max_model_len")}, fixed
 
 
 # What the previous release (before settings models) computed; earlier runs resume only if these hold.
@@ -217,8 +220,16 @@ def test_an_experiment_folder_of_the_previous_release_still_resumes(tmp_path):
     from raypipe.core.errors import ConfigMismatch
     from raypipe.experiment.runner import stage_done, stages
 
-    cfg = load_experiment(str(ROOT / "cluster" / "experiments" / "paper-cpu.yaml"))
-    cfg = cfg.model_copy(update={"arms": ["A-all"]})
+    # the previous release's paper-cpu.yaml (no pairing, no budget then)
+    previous = {"name": "branching-study-cpu", "output": "demo-output/experiment-cpu", "model": "tiny",
+                "source_a": "../shared/data/trajectories/skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl",
+                "source_b": "../shared/data/trajectories/skyt1_math-correct-5K-14B_aime24.jsonl",
+                "benchmarks": ["aime24", "math500"], "arms": ["A-all"], "pair_by": "none", "budget": "none",
+                "curate": {"num_cpus": 2, "keep_incorrect": True},
+                "train": {"max_len": 128, "overlong": "truncate", "epochs": 1, "num_workers": 1, "cpus_per_worker": 1,
+                          "zero": 0, "num_cpus": 2}}
+    (tmp_path / "previous.yaml").write_text(yaml.safe_dump(previous))
+    cfg = load_experiment(str(tmp_path / "previous.yaml"))
     by_stage = {s.stage: s for s in stages(cfg)}
     for name, argv in LEGACY.items():
         stage = by_stage[name].model_copy(update={"output": str(tmp_path / name)})

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from raypipe.core import settings
 
 # Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
-MODULES = ("curate", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose", "serve_model",
+MODULES = ("curate", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose", "serve_model",
            "experiment")
 
 

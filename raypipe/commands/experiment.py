@@ -1,10 +1,12 @@
-"""raypipe experiment: the paper's arms (A, B, A minus its top 10 % by branching, A minus a random 10 %, ...),
-each through curate -> SFT -> eval, then one results table. Finished stages are not run again."""
+"""raypipe experiment: the paper's arms (A, B, A minus its top 10 % by keyword share or by step ratio against B, A
+minus a random 10 % or its longest 10 %, the step-deletion ablation on both, …), on the problems both sources
+answered correctly, each through curate -> SFT (matched budgets) -> eval, then one results table. Finished stages
+are not run again. `raypipe experiment plan CONFIG` prints every stage's rows, tokens and GPU-hours first."""
 from __future__ import annotations
 
 import sys
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import CliPositionalArg
 
 from raypipe.commands import Command
@@ -12,39 +14,54 @@ from raypipe.core.settings import Settings
 
 
 class ExperimentCommandSettings(Settings):
-    config: CliPositionalArg[str] = Field(description="experiment YAML (see cluster/experiments/)")
+    config: CliPositionalArg[list[str]] = Field(description="experiment YAML (see cluster/experiments/); `plan "
+                                                "CONFIG` prints the stages' rows, tokens and GPU-hours instead of "
+                                                "running")
     output: str | None = Field(None, description="experiment folder, local or s3:// (overrides the config's)")
     model: str | None = Field(None, description="base model: path, s3:// copy or 'tiny' (overrides the config's)")
     arms: list[str] | None = Field(None, description="comma-separated subset of arms to run")
     dry_run: bool = Field(False, description="print every stage, whether it is done, and its effective settings")
 
+    @field_validator("config")
+    @classmethod
+    def _shape(cls, v: list[str]) -> list[str]:
+        if len(v) == 1 or (len(v) == 2 and v[0] == "plan"):
+            return v
+        raise ValueError("give CONFIG, or plan CONFIG")
+
 
 def run(args: ExperimentCommandSettings) -> int:
     from pydantic import ValidationError
 
+    from raypipe.core.errors import ConfigMismatch
     from raypipe.core.settings import describe_error
     from raypipe.experiment.config import load_experiment
-    from raypipe.core.errors import ConfigMismatch
-    from raypipe.experiment.runner import StageFailed, describe, run_experiment
+    from raypipe.experiment.runner import StageFailed, describe, run_experiment, stages
 
+    path = args.config[-1]
     try:
-        cfg = load_experiment(args.config, {"output": args.output, "model": args.model, "arms": args.arms})
+        cfg = load_experiment(path, {"output": args.output, "model": args.model, "arms": args.arms})
     except ValidationError as e:
-        print(f"raypipe experiment: invalid configuration {args.config}:\n{describe_error(e)}", file=sys.stderr)
+        print(f"raypipe experiment: invalid configuration {path}:\n{describe_error(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"raypipe experiment: {e}", file=sys.stderr)
         return 2
     try:
+        if args.config[0] == "plan":
+            from raypipe.experiment.plan import estimate, to_text
+
+            print(to_text(estimate(cfg, stages)))
+            return 0
         if args.dry_run:
             print(describe(cfg))
             return 0
         run_experiment(cfg)
-    except (StageFailed, ConfigMismatch) as e:
+    except (StageFailed, ConfigMismatch, ValueError) as e:
         print(f"raypipe experiment: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-COMMAND = Command("experiment", "run the paper's experiment: arms x (curate, train, eval)",
-                  ExperimentCommandSettings, run, description=__doc__)
+COMMAND = Command("experiment", "run the paper's experiment: pairing, arms x (curate, train, eval); `experiment "
+                  "plan CONFIG` prices it", ExperimentCommandSettings, run, description=__doc__)

@@ -40,6 +40,9 @@ class CurateConfig(Settings):
     segmenter: str = Field("blank", description="step separator: blank (blank lines), line, or a regex")
     reference_source: str | None = Field(None, description="source whose steps per problem define step_ratio = 1 "
                                          "(needed by --proxy step-ratio)")
+    reference_input: str | None = Field(None, description="trajectories (file, folder, glob) scored only to supply "
+                                        "--proxy step-ratio's reference steps per problem (its verified-correct "
+                                        "rows; of --reference-source only, when given); never written out")
     seed: int = Field(0, description="seed for --rule random and --delete-steps")
     keep_incorrect: bool = Field(False, description="keep rows whose verdict is not 'correct' (else dropped with "
                                  "their verdict as the reason)")
@@ -81,8 +84,9 @@ class CurateConfig(Settings):
 
     @model_validator(mode="after")
     def _check(self) -> "CurateConfig":
-        if PROXIES.get(self.proxy).needs_reference and not self.reference_source:
-            raise ValueError(f"--proxy {self.proxy} needs --reference-source (the source whose step counts are 1.0)")
+        if PROXIES.get(self.proxy).needs_reference and not (self.reference_source or self.reference_input):
+            raise ValueError(f"--proxy {self.proxy} needs --reference-source or --reference-input (the trajectories "
+                             "whose step counts are 1.0)")
         return self
 
     def scoring(self) -> ScoringConfig:

@@ -40,7 +40,7 @@ PHASE2_COLUMNS = ["source", "verdict", "markup", *KEY_COLUMNS]
 def rank_columns(config: CurateConfig) -> list[str]:
     """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs), dedup's and the markup."""
     needed = config.policy().columns() + PHASE2_COLUMNS
-    if config.reference_source:
+    if config.reference_source or config.reference_input:
         needed += ["problem_id", "n_steps"]
     return list(dict.fromkeys(needed))
 

@@ -120,7 +120,7 @@ def _gather(refs: list, fold: Callable) -> None:
 
 def rank_columns(config: CurateConfig) -> list[str]:
     needed = config.policy().columns() + KEY_COLUMNS + ["markup"]
-    if config.reference_source:
+    if config.reference_source or config.reference_input:
         needed += ["problem_id", "n_steps"]
     return list(dict.fromkeys(needed))
 
@@ -174,7 +174,18 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
     # 2. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
     columns = rank_columns(config)
     sources: set[str] = set()
-    if config.reference_source:
+    if config.reference_input:  # another input's steps, scored for them only (raypipe.curate.reference)
+        from raypipe.curate.reference import reference_input_steps
+
+        steps = reference_input_steps(config, storage)
+        io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
+        io.write_parquet(pa.Table.from_arrays([pa.array(list(steps), pa.string()),
+                                               pa.array(list(steps.values()), pa.float64())],
+                                              schema=groupby.REFERENCE_SCHEMA),
+                         io.join(out, groupby.REFERENCE_DIR, "part-00000.parquet"), storage)
+        summary["reference_problems"] = len(steps)
+        policy = policy.model_copy(update={"reference_steps_file": groupby.REFERENCE_DIR})
+    elif config.reference_source:
         io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
         partial = [task(_reference_partial).options(num_returns=b + 1).remote(
             out, storage, c["key"], columns, config.reference_source, b) for c in chunks]

@@ -94,11 +94,11 @@ class LossProbe:
     def __init__(self, model: str, window: int = 1024, max_tokens: int | None = None,
                  routine_threshold: float = 0.05, lexicon: str = "paper", device: str | None = None,
                  dtype: str = "auto", keep_token_losses: bool = False, template: str = "auto",
-                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE):
+                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE, prompt_version: str = "v1-raw"):
         self.model_name, self.window, self.max_tokens = model, window, max_tokens
         self.routine_threshold, self.lexicon = routine_threshold, get_lexicon(lexicon)
         self.device, self.dtype, self.keep_token_losses = device, dtype, keep_token_losses
-        self.template, self.fmt = template, AssistantFormat(think_open, think_close)
+        self.template, self.fmt = template, AssistantFormat(think_open, think_close, prompt_version)
         self.model = self.tokenizer = None
 
     def setup(self) -> "LossProbe":

@@ -51,7 +51,8 @@ class LossConfig(RenderSettings):
     def probe(self) -> LossProbe:
         return LossProbe(self.model, self.window, self.max_tokens, self.routine_threshold, self.lexicon,
                          dtype=self.dtype, keep_token_losses=self.keep_token_losses, template=self.template,
-                         think_open=self.think_open, think_close=self.think_close)
+                         think_open=self.think_open, think_close=self.think_close,
+                         prompt_version=self.prompt_version)
 
 
 class ProbeActor:

@@ -8,15 +8,15 @@ from pydantic import AliasChoices, Field, field_validator
 from raypipe.core import io as rio
 from raypipe.core.registry import registered
 from raypipe.core.scoring import ScoringConfig
-from raypipe.core.settings import Settings
-from raypipe.eval import benchmarks, prompting
+from raypipe.core.prompts import PromptSettings
+from raypipe.eval import benchmarks
 from raypipe.eval.backends import BACKENDS
 from raypipe.eval.sampling import Sampling
 
 BENCHMARK_NAMES = ", ".join(benchmarks.REGISTRY)
 
 
-class EvalConfig(Settings):
+class EvalConfig(PromptSettings):
     model: str = Field(description="checkpoint folder, 'tiny', a hub id, or an OpenAI-compatible base URL such as "
                        "http://127.0.0.1:8000/v1")
     benchmarks: list[str] = Field(list(benchmarks.PAPER_BENCHMARKS), description=f"comma-separated: "
@@ -31,8 +31,6 @@ class EvalConfig(Settings):
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling")
     max_tokens: int = Field(32768, ge=1, description="most new tokens per sample")
     seed: int = Field(0, description="run seed; each sample's seed derives from it and the sample's key")
-    prompt_version: str = Field(prompting.DEFAULT, description="prompt template version (v1: problem + 'Please "
-                                "reason step by step…'; v1-raw: the problem alone)")
     data_dir: str | None = Field(None, description="folder of benchmark files (else $RAYPIPE_DATA_DIR)")
     benchmark_files: dict[str, str] = Field(
         {}, validation_alias=AliasChoices("benchmark_files", "benchmark_file"),
@@ -88,12 +86,6 @@ class EvalConfig(Settings):
     @classmethod
     def _names(cls, v):
         return benchmarks.parse_names(v if isinstance(v, str) else ",".join(v))
-
-    @field_validator("prompt_version")
-    @classmethod
-    def _prompt(cls, v):
-        prompting.user_message("", v)
-        return v
 
     def sampling(self) -> Sampling:
         return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,

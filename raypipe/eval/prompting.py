@@ -1,18 +1,7 @@
-"""Versioned prompt templates, applied with the model's own chat template."""
+"""Versioned prompt templates (raypipe.core.prompts, shared with SFT), applied with the model's own chat template."""
 from __future__ import annotations
 
-SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
-TEMPLATES = {
-    "v1": "{problem}\n" + SUFFIX,  # the default (Qwen2.5-Math / DeepSeek-R1 evaluation prompt)
-    "v1-raw": "{problem}",
-}
-DEFAULT = "v1"
-
-
-def user_message(problem: str, version: str = DEFAULT) -> str:
-    if version not in TEMPLATES:
-        raise ValueError(f"unknown prompt template '{version}'; known: {', '.join(TEMPLATES)}")
-    return TEMPLATES[version].replace("{problem}", problem)
+from raypipe.core.prompts import DEFAULT, SUFFIX, TEMPLATES, user_message  # noqa: F401  (the eval API)
 
 
 def messages(problem: str, version: str = DEFAULT, system: str | None = None) -> list[dict]:

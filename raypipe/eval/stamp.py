@@ -7,7 +7,7 @@ import os
 from raypipe import __version__
 from raypipe.core.verify import VERIFIER_VERSION
 from raypipe.core.versions import package_version
-from raypipe.eval import prompting
+from raypipe.core import prompts
 
 FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size + first and last MiB
 _MODEL_FILES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".tiktoken", ".py")
@@ -47,7 +47,7 @@ def build_stamp(config, backend_info: dict, datasets: dict, scorer_versions: dic
         "model": backend_info.get("model"),
         "engine": {k: v for k, v in backend_info.items() if k != "model"},
         "sampling": config.sampling().model_dump(),
-        "prompt_template": {"version": config.prompt_version, "text": prompting.TEMPLATES[config.prompt_version]},
+        "prompt_template": prompts.stamp(config.prompt_version),
         "verifier": {"version": VERIFIER_VERSION, "math-verify": package_version("math-verify"),
                      "timeout_s": config.verify_timeout_s},
         "structure": scorer_versions,

@@ -6,10 +6,10 @@ value reaches the stage as it is written, false ones included.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from raypipe.core import io
 from raypipe.core.settings import Settings
@@ -17,11 +17,15 @@ from raypipe.curate.config import CurateConfig
 from raypipe.eval.config import EvalConfig
 from raypipe.train.config import TrainConfig
 
-STANDARD_ARMS = ("A-all", "B-all", "A-drop-top", "A-drop-random")
-OPTIONAL_ARMS = ("A-delete-steps", "base")
+# The paper's arms (A plays DeepSeek-R1-0528, B gpt-oss-120b); `base` is the student without SFT. `A-drop-top` is the
+# earlier name of A-drop-top-keyword, still accepted so that earlier experiment folders resume.
+STANDARD_ARMS = ("A-all", "A-drop-top-keyword", "A-drop-top-step-ratio", "A-drop-random", "A-drop-longest", "B-all",
+                 "A-delete-steps", "B-delete-steps")
+OPTIONAL_ARMS = ("base", "A-drop-top")
+DROP_ARMS = ("A-drop-top-keyword", "A-drop-top-step-ratio", "A-drop-random", "A-drop-longest", "A-drop-top")
 STAGE_MODELS: dict[str, type[Settings]] = {"curate": CurateConfig, "train": TrainConfig, "eval": EvalConfig}
 # What the runner sets itself for each stage of each arm.
-RUNNER_SETS = {"curate": {"input", "output", "s3_endpoint", "s3_region"},
+RUNNER_SETS = {"curate": {"input", "output", "s3_endpoint", "s3_region", "reference_input"},
                "train": {"data", "model", "output", "s3_endpoint", "s3_region"},
                "eval": {"model", "benchmarks", "output", "s3_endpoint", "s3_region"}}
 
@@ -43,6 +47,27 @@ def section_model(stage: str) -> type[StageSection]:
 CurateSection, TrainSection, EvalSection = (section_model(s) for s in ("curate", "train", "eval"))
 
 
+class CostSettings(BaseModel):
+    """What `raypipe experiment plan` assumes to price the study in GPU-hours (also on the results page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mfu: float = Field(0.40, gt=0, le=1, description="training model FLOPs utilisation")
+    eval_mfu: float = Field(0.10, gt=0, le=1, description="generation FLOPs utilisation (decoding is memory-bound)")
+    peak_tflops: float = Field(989.0, gt=0, description="peak dense bf16 TFLOP/s of one GPU (H100/H200: 989)")
+    parameters: float | None = Field(None, gt=0, description="student parameters (default: counted from the "
+                                     "model's config.json when it can be read)")
+    generated_share: float = Field(0.5, gt=0, le=1, description="expected mean generated tokens as a share of "
+                                   "max_tokens (the upper bound uses 1.0)")
+    assumed_records: int = Field(100_000, gt=0, description="records per source when a source cannot be read")
+    assumed_tokens_per_record: int = Field(12_000, gt=0, description="tokens per trajectory when a source cannot "
+                                           "be read")
+    assumed_paired_share: float = Field(0.5, gt=0, le=1, description="share of records that pair, when unknown")
+    assumed_problems: int = Field(100, gt=0, description="problems per benchmark when its file cannot be read")
+    sample_records: int = Field(200, gt=0, description="records read from each source to estimate token counts")
+    timeout_s: float = Field(30.0, gt=0, description="seconds allowed for reading each source's sample")
+
+
 class ExperimentConfig(Settings):
     name: str = Field("branching-study", description="the study's name, on the results page")
     output: str = Field(description="experiment folder, local or s3://: arms/<arm>/{curate,sft,eval}/ and results.*")
@@ -55,6 +80,13 @@ class ExperimentConfig(Settings):
     seed: int = Field(0, description="seed of every stage (a stage section may set its own)")
     arms: list[str] = Field(list(STANDARD_ARMS), description="arms to run: "
                             f"{', '.join(STANDARD_ARMS + OPTIONAL_ARMS)}")
+    pair_by: Literal["problem_id", "id", "none"] = Field(
+        "problem_id", description="pair the sources first (raypipe pair): keep the problems where both have a "
+        "verified-correct trajectory, joined on problem_id or the given id; none: each arm reads its whole source")
+    budget: Literal["steps", "rows", "tokens", "none"] = Field(
+        "steps", description="matched training budgets: every arm the same optimizer steps (steps), also the same "
+        "rows (rows) or the same supervised tokens (tokens, needs train.pack), by seeded sampling; none: unmatched")
+    cost: CostSettings = Field(default_factory=CostSettings, description="assumptions of the GPU-hour estimate")
     curate: CurateSection = Field(default_factory=CurateSection, description="curation settings of every arm")
     train: TrainSection = Field(default_factory=TrainSection, description="SFT settings of every arm")
     eval: EvalSection = Field(default_factory=EvalSection, description="evaluation settings of every arm")
@@ -70,6 +102,28 @@ class ExperimentConfig(Settings):
         if len(set(arms)) != len(arms):
             raise ValueError("an arm is listed twice")
         return arms
+
+    @model_validator(mode="after")
+    def _controlled(self) -> "ExperimentConfig":
+        train, ev = self.train.model_dump(exclude_unset=True), self.eval.model_dump(exclude_unset=True)
+        if "prompt_version" in train and "prompt_version" in ev and train["prompt_version"] != ev["prompt_version"]:
+            raise ValueError("train.prompt_version and eval.prompt_version differ: a model is evaluated on the prompt "
+                             "it was trained on (set one of them)")
+        if train.get("template") not in (None, "auto"):
+            raise ValueError("train.template must be auto here: evaluation renders prompts through the model's chat "
+                             "template, and training must render the same string")
+        window = ev.get("max_model_len")
+        if window and (ev.get("max_tokens", 32768) >= window or train.get("max_len", 0) > window):
+            raise ValueError(f"eval.max_model_len {window} must exceed eval.max_tokens (room for the prompt) and "
+                             "cover train.max_len (the context the student was trained with)")
+        if self.budget == "tokens" and not train.get("pack"):
+            raise ValueError("budget: tokens needs train.pack: true (each step then holds max_len token slots; "
+                             "unpacked rows of different lengths cannot match steps and tokens at once)")
+        return self
+
+    def prompt_version(self) -> str | None:
+        """The prompt both stages use, when the experiment names one."""
+        return self.train.prompt_version or self.eval.prompt_version
 
     def storage(self) -> io.Storage:
         return io.Storage(self.s3_endpoint, self.s3_region)

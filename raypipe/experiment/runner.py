@@ -1,17 +1,23 @@
-"""The paper's study in one command: for each arm, curate -> SFT -> eval, then one results table.
+"""The paper's study in one command: pair the sources, curate every arm, match the training budgets, then SFT and
+eval per arm, and one results table.
 
-Arms (on one problem set, sources A and B):
-  A-all          source A, every verified-correct trajectory       (curate rule keep-all)
-  B-all          source B, every verified-correct trajectory       (curate rule keep-all)
-  A-drop-top     A without its 10 % most branching trajectories    (curate rule top, drop_top 0.1)
-  A-drop-random  A without a random 10 %                           (curate rule random, drop_top 0.1)
-  A-delete-steps A with 10 % of each trajectory's steps deleted    (optional; curate delete_steps 0.1)
-  base           the base model without SFT                        (optional; eval only)
+Arms (on the paired problems of sources A and B; `raypipe experiment plan` prices them first):
+  A-all                  A, every verified-correct trajectory                (curate rule keep-all)
+  A-drop-top-keyword     A without its 10 % most branching by keyword share  (rule top, proxy keyword-share)
+  A-drop-top-step-ratio  A without its 10 % with most steps relative to B    (rule top, proxy step-ratio, B's
+                         paired input as the reference input: scored, never written)
+  A-drop-random          A without a random 10 %                             (rule random)
+  A-drop-longest         A without its 10 % longest (the length filter)      (rule longest)
+  B-all                  B, every verified-correct trajectory                (rule keep-all)
+  A-delete-steps         A with 10 % of each trajectory's steps deleted      (delete_steps 0.1)
+  B-delete-steps         the same ablation on B
+  base                   the student without SFT                             (optional; eval only)
 
 Every stage is a subprocess of the `raypipe` CLI (so a submitted job's children join its cluster through
 RAY_ADDRESS), given its whole settings as a YAML file, and is skipped when its completion marker exists:
-curation's manifest.json, SFT's train_summary.json, eval's results.json. A finished stage recorded with other
-settings is an error, never silently reused.
+pairing.json, curation's manifest.json, SFT's train_summary.json, eval's results.json. A finished stage recorded
+with other settings is an error, never silently reused. The budget (budget.json) is set between curation and SFT,
+from every arm's curated rows tokenized as SFT renders them (raypipe.experiment.budget).
 """
 from __future__ import annotations
 
@@ -30,10 +36,12 @@ from raypipe.core import io, settings
 from raypipe.core.errors import ConfigMismatch
 from raypipe.core.settings import Settings, config_hash
 from raypipe.experiment.config import STAGE_MODELS, ExperimentConfig
+from raypipe.experiment.pairing import READ_FIELDS, PairConfig
 
 STAGES = ("curate", "train", "eval")
-MARKERS = {"curate": "manifest.json", "train": "train_summary.json", "eval": "results.json"}
+MARKERS = {"pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json"}
 STAGE_DIRS = {"curate": "curate", "train": "sft", "eval": "eval"}
+PAIRED = "paired"
 
 
 class StageFailed(RuntimeError):
@@ -68,35 +76,71 @@ def settings_view(model: Settings) -> dict:
     return model.model_dump(mode="json", exclude={"plugins"})
 
 
+def arm_input(cfg: ExperimentConfig, source: str) -> str:
+    """What an arm of source A or B curates: its paired input, or the whole source without pairing."""
+    if cfg.pair_by == "none":
+        return cfg.source_a if source == "A" else cfg.source_b
+    return io.join(cfg.output, PAIRED, "inputs", source)
+
+
 def arm_curation(cfg: ExperimentConfig, arm: str) -> dict[str, Any]:
     """The settings an arm's curation stage fixes (they win over the experiment's curate section)."""
-    return {"A-drop-top": {"rule": "top", "drop_top": cfg.drop},
+    top = {"rule": "top", "drop_top": cfg.drop, "proxy": "keyword-share"}
+    delete = {"rule": "keep-all", "delete_steps": cfg.drop, "seed": cfg.seed}
+    return {"A-drop-top-keyword": top, "A-drop-top": top,
+            "A-drop-top-step-ratio": {**top, "proxy": "step-ratio", "reference_input": arm_input(cfg, "B")},
             "A-drop-random": {"rule": "random", "drop_top": cfg.drop, "seed": cfg.seed},
-            "A-delete-steps": {"rule": "keep-all", "delete_steps": cfg.drop, "seed": cfg.seed}}.get(arm, {"rule": "keep-all"})
+            "A-drop-longest": {"rule": "longest", "drop_top": cfg.drop},
+            "A-delete-steps": delete, "B-delete-steps": delete}.get(arm, {"rule": "keep-all"})
 
 
-def stages(cfg: ExperimentConfig) -> list[Stage]:
-    """Every stage of every arm, in order, with its full settings."""
+def pair_stage(cfg: ExperimentConfig) -> Stage | None:
+    if cfg.pair_by == "none":
+        return None
+    section = cfg.curate.model_dump(exclude_unset=True)
+    values = {n: section[n] for n in READ_FIELDS if n in section}
+    out = io.join(cfg.output, PAIRED)
+    settings_ = PairConfig.model_validate({**values, "plugins": section.get("plugins", []),
+                                           "inputs": [cfg.source_a, cfg.source_b], "names": ["A", "B"],
+                                           "key": cfg.pair_by, "output": out, "s3_endpoint": cfg.s3_endpoint,
+                                           "s3_region": cfg.s3_region})
+    return Stage(arm=PAIRED, stage="pair", output=out, settings=settings_)
+
+
+def stages(cfg: ExperimentConfig, budget: dict | None = None) -> list[Stage]:
+    """Every stage in the order it runs: pairing, every arm's curation, then SFT and eval arm by arm. SFT's data,
+    steps and epochs come from the budget (budget.json, or `budget` when given) once it exists."""
+    from raypipe.experiment.budget import read_budget
+
     s3 = {"s3_endpoint": cfg.s3_endpoint, "s3_region": cfg.s3_region}
     sections = {name: getattr(cfg, name).model_dump(exclude_unset=True) for name in STAGES}
-    out = []
+    prompt = cfg.prompt_version()
+    if prompt:
+        for name in ("train", "eval"):
+            sections[name]["prompt_version"] = prompt
+    budget = read_budget(cfg) if budget is None else budget
+    if (budget or {}).get("mode") != cfg.budget:  # a budget.json of other settings sets nothing
+        budget = {}
+    first, later = [s for s in [pair_stage(cfg)] if s], []
     for arm in cfg.arms:
         root = io.join(cfg.output, "arms", arm)
         dirs = {st: io.join(root, STAGE_DIRS[st]) for st in STAGES}
         model = cfg.model
         values: dict[str, dict] = {}
         if arm != "base":
-            source = cfg.source_b if arm.startswith("B-") else cfg.source_a
-            values["curate"] = {"seed": cfg.seed, **sections["curate"], **arm_curation(cfg, arm), "input": source,
+            values["curate"] = {"seed": cfg.seed, **sections["curate"], **arm_curation(cfg, arm),
+                                "input": arm_input(cfg, "B" if arm.startswith("B-") else "A"),
                                 "output": dirs["curate"], **s3}
+            matched = ((budget or {}).get("arms") or {}).get(arm) or {}
             values["train"] = {"seed": cfg.seed, **sections["train"], "data": dirs["curate"], "model": cfg.model,
-                               "output": dirs["train"], **s3}
+                               "output": dirs["train"], **s3, **matched.get("train", {})}
             model = io.join(dirs["train"], "model")
         values["eval"] = {"seed": cfg.seed, **sections["eval"], "model": model, "benchmarks": cfg.benchmarks,
                           "output": dirs["eval"], **s3}
         for st, v in values.items():
-            out.append(Stage(arm=arm, stage=st, output=dirs[st], settings=STAGE_MODELS[st].model_validate(v)))
-    return out
+            stage = Stage(arm=arm, stage=st, output=dirs[st], settings=STAGE_MODELS[st].model_validate(v))
+            (first if st == "curate" else later).append(stage)
+    return first + later
 
 
 def _say(msg: str) -> None:
@@ -137,7 +181,8 @@ def stage_done(stage: Stage, storage: io.Storage) -> bool:
 def run_stage(stage: Stage, storage: io.Storage) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=f"{stage.arm}-{stage.stage}-", delete=False) as f:
         f.write(settings.to_yaml(stage.settings))
-    cmd = [sys.executable, "-m", "raypipe.cli", stage.stage, "--config", f.name]
+    positional = list(stage.settings.inputs) if stage.stage == "pair" else []
+    cmd = [sys.executable, "-m", "raypipe.cli", stage.stage, *positional, "--config", f.name]
     _say(f"arm {stage.arm}: {stage.stage} -> {stage.output}\n  $ raypipe {stage.stage} --config {f.name}")
     child = subprocess.Popen(cmd)
     previous = signal.getsignal(signal.SIGTERM)
@@ -172,34 +217,45 @@ def describe(cfg: ExperimentConfig) -> str:
     """Every stage with its state and its effective settings, false values included (`--dry-run`)."""
     storage, lines = cfg.storage(), []
     for stage in stages(cfg):
-        state = "done" if stage_done(stage, storage) else "to run"
-        lines.append(f"{stage.arm:15s} {stage.stage:7s} {state:7s} raypipe {stage.stage} -> {stage.output}")
+        try:
+            state = "done" if stage_done(stage, storage) else "to run"
+        except OSError:
+            state = "unknown (storage not reachable)"
+        lines.append(f"{stage.arm:22s} {stage.stage:7s} {state:7s} raypipe {stage.stage} -> {stage.output}")
         lines += ["    " + line for line in settings.to_yaml(stage.settings).splitlines()]
     return "\n".join(lines)
 
 
 def run_experiment(cfg: ExperimentConfig, runner: Callable[[Stage, io.Storage], None] = run_stage) -> dict:
+    from raypipe.experiment.budget import ensure_budget
+    from raypipe.experiment.table import write_results
+
     storage = cfg.storage()
-    todo = stages(cfg)
     log_uri = io.join(cfg.output, "experiment_log.jsonl")
-    events = []
+    events: list[dict] = []
     _say(f"{cfg.name}: {len(cfg.arms)} arms x curate/train/eval -> {cfg.output}")
     io.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), io.join(cfg.output, "experiment.yaml"),
                   storage)
-    for stage in todo:
-        t0 = time.time()
-        if stage_done(stage, storage):
-            action = "skipped"
-            _say(f"arm {stage.arm}: {stage.stage} already finished ({stage.marker}), skipped")
-        else:
-            runner(stage, storage)
-            action = "ran"
-        events.append({"arm": stage.arm, "stage": stage.stage, "action": action, "seconds": round(time.time() - t0, 2),
-                       "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        previous = io.read_text(log_uri, storage) or ""
-        io.write_text(previous + json.dumps(events[-1]) + "\n", log_uri, storage)
-    from raypipe.experiment.table import write_results
 
-    table = write_results(cfg, storage)
+    def run_all(todo: list[Stage]) -> None:
+        for stage in todo:
+            t0 = time.time()
+            if stage_done(stage, storage):
+                action = "skipped"
+                _say(f"arm {stage.arm}: {stage.stage} already finished ({stage.marker}), skipped")
+            else:
+                runner(stage, storage)
+                action = "ran"
+            events.append({"arm": stage.arm, "stage": stage.stage, "action": action,
+                           "seconds": round(time.time() - t0, 2), "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            previous = io.read_text(log_uri, storage) or ""
+            io.write_text(previous + json.dumps(events[-1]) + "\n", log_uri, storage)
+
+    run_all([s for s in stages(cfg, {}) if s.stage in ("pair", "curate")])
+    budget = ensure_budget(cfg, {s.arm: s for s in stages(cfg, {}) if s.stage == "train"}, storage)
+    run_all([s for s in stages(cfg, budget) if s.stage in ("train", "eval")])
+    from raypipe.experiment.plan import estimate
+
+    table = write_results(cfg, storage, estimate(cfg, stages, sample=False))
     _say(f"results: {io.join(cfg.output, 'results.html')}")
-    return {"events": events, "table": table}
+    return {"events": events, "table": table, "budget": budget}

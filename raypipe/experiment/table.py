@@ -9,7 +9,8 @@ import json
 
 from raypipe.core import io
 
-LINKS = {"curation": "curate/report.html", "sft": "sft/train_summary.json", "eval": "eval/report.html"}
+LINKS = {"curation": "curate/report.html", "manifest": "curate/manifest.json", "sft": "sft/train_summary.json",
+         "eval": "eval/report.html", "samples": "eval/results.json"}
 
 
 def _json(uri: str, storage: io.Storage) -> dict | None:
@@ -17,9 +18,27 @@ def _json(uri: str, storage: io.Storage) -> dict | None:
     return json.loads(text) if text is not None else None
 
 
-def collect(cfg, storage: io.Storage) -> dict:
+def trained_tokens(output: str, storage: io.Storage) -> int | None:
+    """Supervised tokens the SFT run trained on, summed over its steps (metrics.jsonl)."""
+    text = io.read_text(io.join(output, "metrics.jsonl"), storage)
+    steps = {}
+    for line in (text or "").splitlines():
+        m = json.loads(line)
+        steps[m["step"]] = m.get("target_tokens")  # a resumed run rewrites its later steps: the last one counts
+    values = [v for v in steps.values() if v is not None]
+    return int(sum(values)) if values else None
+
+
+def collect(cfg, storage: io.Storage, plan: dict | None = None) -> dict:
     """Rows from the arms' outputs on disk; a stage that has not finished leaves its cells empty."""
     from raypipe.eval.benchmarks import REGISTRY
+    from raypipe.experiment.budget import read_budget
+    from raypipe.experiment.config import DROP_ARMS
+    from raypipe.experiment.drops import dropped_ids, overlaps
+
+    budget = read_budget(cfg) or {}
+    pairing = _json(io.join(cfg.output, "paired", "pairing.json"), storage)
+    prompts = {}
 
     rows = []
     for arm in cfg.arms:
@@ -28,6 +47,10 @@ def collect(cfg, storage: io.Storage) -> dict:
         summary = _json(io.join(root, "sft", "train_summary.json"), storage)
         results = _json(io.join(root, "eval", "results.json"), storage)
         metrics = (results or {}).get("metrics", {})
+        matched = (budget.get("arms") or {}).get(arm) or {}
+        for stamp in ((summary or {}).get("prompt_template"), (results or {}).get("stamp", {}).get("prompt_template")):
+            if stamp:
+                prompts.setdefault(stamp.get("example_user_turn"), set()).add(stamp.get("version"))
         acc = {b: (metrics.get(b) or {}).get("avg@n") for b in cfg.benchmarks}
         done = [v for v in acc.values() if v is not None]
         rows.append({
@@ -38,27 +61,71 @@ def collect(cfg, storage: io.Storage) -> dict:
             "train_rows": (manifest or {}).get("counts", {}).get("kept"),
             "dropped": (manifest or {}).get("counts", {}).get("dropped"),
             "final_loss": (summary or {}).get("final_loss"),
+            "steps": (summary or {}).get("steps"),
+            "budget_rows": matched.get("rows"), "supervised_tokens": matched.get("supervised_tokens"),
+            "trained_tokens": trained_tokens(io.join(root, "sft"), storage) if summary else None,
+            "overlong_before": matched.get("overlong_before"), "overlong_after": matched.get("overlong_after"),
             "links": {k: f"arms/{arm}/{v}" for k, v in LINKS.items()
                       if io.exists(io.join(root, *v.split("/")), storage)},
         })
     titles = {b: REGISTRY[b].title if b in REGISTRY else b for b in cfg.benchmarks}
+    drops = {a: dropped_ids(io.join(cfg.output, "arms", a, "curate"), storage) for a in cfg.arms if a in DROP_ARMS}
+    paired = (f"paired by {pairing['key']}: {pairing['paired']} problems of {pairing['union']} (every source "
+              f"verified correct; {pairing['overlap']} in both)" if pairing else
+              "not paired (each arm reads its whole source)" if cfg.pair_by == "none" else "pairing not finished")
     return {"name": cfg.name, "model": cfg.model, "metric": "avg@n", "benchmarks": cfg.benchmarks,
-            "titles": titles, "rows": rows}
+            "titles": titles, "rows": rows, "pairing": paired, "budget": {k: budget.get(k) for k in (
+                "mode", "max_len", "overlong", "p99_length", "warning", "common_steps", "supervised_tokens_spread")},
+            "drop_overlap": overlaps(drops), "prompt": {"same_in_training_and_evaluation": len(prompts) <= 1,
+                                                        "versions": sorted({v for vs in prompts.values() for v in vs})},
+            "plan": plan, "links": {k: v for k, v in (("pairing", "paired/pairing.json"), ("budget", "budget/budget.json"))
+                                    if io.exists(io.join(cfg.output, *v.split("/")), storage)}}
 
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _v(x) -> str:
+    return "-" if x is None else str(x)
+
+
 def _cells(table: dict, row: dict) -> list[str]:
     loss = row["final_loss"]
+    over = f"{_v(row['overlong_before'])} / {_v(row['overlong_after'])}"
     return ([row["arm"]] + [_pct(row["accuracy"][b]) for b in table["benchmarks"]] + [_pct(row["average"])]
-            + [str(row["train_rows"] if row["train_rows"] is not None else "-"),
-               "-" if loss is None else f"{loss:.4f}"])
+            + [_v(row["train_rows"]), _v(row["budget_rows"]), _v(row["supervised_tokens"]), _v(row["trained_tokens"]),
+               _v(row["steps"]), over, "-" if loss is None else f"{loss:.4f}"])
 
 
 def _head(table: dict) -> list[str]:
-    return ["arm"] + [table["titles"][b] for b in table["benchmarks"]] + ["Avg.", "curated rows", "final loss"]
+    return (["arm"] + [table["titles"][b] for b in table["benchmarks"]]
+            + ["Avg.", "curated rows", "rows trained", "supervised tokens", "tokens trained", "steps",
+               "over-long before / after", "final loss"])
+
+
+def notes(table: dict) -> list[str]:
+    """The lines beside the table: pairing, budget, p99 warning, prompt, drop overlaps, cost."""
+    b = table["budget"]
+    spread = b.get("supervised_tokens_spread")
+    spread = "-" if spread is None else f"{100 * spread:.2f} %"
+    out = [f"Data: {table['pairing']}.",
+           f"Budget: {b.get('mode') or '-'} (same optimizer steps: {b.get('common_steps')}; supervised tokens spread "
+           f"between arms {spread}); max_len {b.get('max_len')}, p99 length of the paired data {b.get('p99_length')}."]
+    if b.get("warning"):
+        out.append(f"WARNING: {b['warning']}.")
+    p = table["prompt"]
+    out.append(f"Prompt: {', '.join(p['versions']) or '-'}; the same in training and evaluation: "
+               f"{p['same_in_training_and_evaluation']}.")
+    d = table["drop_overlap"]
+    if d["jaccard"]:
+        out.append("Rows dropped by each filter: " + ", ".join(f"{a} {n}" for a, n in d["dropped"].items())
+                   + ". Jaccard overlap: " + "; ".join(f"{a} ~ {c}: {'-' if j is None else f'{j:.2f}'}"
+                                                     for a, c, j in d["jaccard"]) + ".")
+    if table.get("plan"):
+        out.append(f"Estimated cost: {table['plan']['gpu_hours']:.2f} GPU-hours (upper bound "
+                   f"{table['plan']['gpu_hours_upper']:.2f}) at MFU {table['plan']['cost']['mfu']}.")
+    return out
 
 
 def to_markdown(table: dict) -> str:
@@ -66,16 +133,17 @@ def to_markdown(table: dict) -> str:
     lines = [f"{table['name']} — {table['metric']} (%), base model {table['model']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cells(table, r)) + " |" for r in table["rows"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + notes(table)) + "\n"
 
 
 def to_csv(table: dict) -> str:
     buf = _io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["arm", *table["benchmarks"], "average", "train_rows", "dropped", "final_loss"])
+    extra = ["train_rows", "dropped", "budget_rows", "supervised_tokens", "trained_tokens", "steps",
+             "overlong_before", "overlong_after", "final_loss"]
+    w.writerow(["arm", *table["benchmarks"], "average", *extra])
     for r in table["rows"]:
-        w.writerow([r["arm"], *[r["accuracy"][b] for b in table["benchmarks"]], r["average"], r["train_rows"],
-                    r["dropped"], r["final_loss"]])
+        w.writerow([r["arm"], *[r["accuracy"][b] for b in table["benchmarks"]], r["average"], *[r[k] for k in extra]])
     return buf.getvalue()
 
 
@@ -90,11 +158,14 @@ def to_html(table: dict) -> str:
             "text-align:right}td:first-child,th:first-child{text-align:left}</style>"
             f"<h1>{html.escape(table['name'])}</h1><p>{html.escape(table['metric'])} (%) per benchmark and their "
             f"mean; base model <code>{html.escape(table['model'])}</code>. One row per arm.</p>"
-            f"<table><tr>{head}</tr>{body}</table>")
+            f"<table><tr>{head}</tr>{body}</table>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in notes(table))
+            + "<p>" + " · ".join(f"<a href='{html.escape(u)}'>{html.escape(k)}</a>" for k, u in table["links"].items())
+            + "</p>")
 
 
-def write_results(cfg, storage: io.Storage) -> dict:
-    table = collect(cfg, storage)
+def write_results(cfg, storage: io.Storage, plan: dict | None = None) -> dict:
+    table = collect(cfg, storage, plan)
     io.write_text(json.dumps(table, indent=1), io.join(cfg.output, "results.json"), storage)
     io.write_text(to_csv(table), io.join(cfg.output, "results.csv"), storage)
     io.write_text(to_markdown(table), io.join(cfg.output, "results.md"), storage)

@@ -5,12 +5,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from raypipe.core.settings import Settings
+from raypipe.core.prompts import PromptSettings
 from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat
 
 
-class RenderSettings(Settings):
-    """How a trajectory becomes the text trained on (SFT) and scored (the loss probe): one definition for both."""
+class RenderSettings(PromptSettings):
+    """How a trajectory becomes the text trained on (SFT) and scored (the loss probe): one definition for both. The
+    user turn is the evaluation's (`prompt_version`), so a model is trained on the prompt it is evaluated with."""
 
     template: Literal["auto", "chatml", "plain"] = Field("auto", description="auto (the tokenizer's chat template), "
                                                          "chatml, plain")
@@ -21,7 +22,7 @@ class RenderSettings(Settings):
                              "think_open); default '\\n</think>\\n\\n'")
 
     def assistant_format(self) -> AssistantFormat:
-        return AssistantFormat(self.think_open, self.think_close)
+        return AssistantFormat(self.think_open, self.think_close, self.prompt_version)
 
 
 class TrainConfig(RenderSettings):

@@ -45,11 +45,11 @@ class Tokenize:
     """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status, kind."""
 
     def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str],
-                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE):
+                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE, prompt_version: str = "v1-raw"):
         from raypipe.tiny import load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path)
-        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close))
+        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close, prompt_version))
         self.sources = {s: i for i, s in enumerate(sources)}
 
     def __call__(self, batch: dict) -> dict:
@@ -107,7 +107,8 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     tokenized = ds.map_batches(
         Tokenize, fn_constructor_kwargs={"model_path": model_path, "max_len": cfg.max_len, "overlong": cfg.overlong,
                                          "template": cfg.template, "sources": sources,
-                                         "think_open": cfg.think_open, "think_close": cfg.think_close},
+                                         "think_open": cfg.think_open, "think_close": cfg.think_close,
+                                         "prompt_version": cfg.prompt_version},
         batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=num_cpus_per_actor,
     ).materialize()
     pairs = Counter((s, k) for b in tokenized.select_columns(["status", "kind"]).iter_batches(

@@ -28,6 +28,7 @@ class AssistantFormat:
 
     think_open: str = THINK_OPEN
     think_close: str = THINK_CLOSE
+    prompt_version: str = "v1-raw"  # the user turn (raypipe.core.prompts); RenderSettings passes its setting
 
     @property
     def layout(self) -> str:
@@ -87,8 +88,10 @@ def render_text(tokenizer, problem: str, thinking: str | None, final: str | None
                 fmt: AssistantFormat = AssistantFormat()) -> RenderedText:
     """The prompt and completion of one trajectory. ReasoningDropped when the chat template left the reasoning out
     of the assistant turn (Qwen3 / DeepSeek-R1 style templates strip everything before `</think>`)."""
+    from raypipe.core.prompts import user_message
+
     content, span, kind = fmt.text(thinking, final)
-    prompt, completion = split_prompt_response(tokenizer, problem, content, template)
+    prompt, completion = split_prompt_response(tokenizer, user_message(problem, fmt.prompt_version), content, template)
     if span is not None:
         at = completion.find(content)
         if at >= 0:

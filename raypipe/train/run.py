@@ -35,12 +35,18 @@ def run_train(cfg) -> dict:
     from raypipe.train.worker import local_model_path, train_worker
 
     t0 = time.time()
+    # Ray Train runs its workers in their own working directory: a relative local path must not follow them there.
+    cfg = cfg.model_copy(update={k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "storage")
+                                 if getattr(cfg, k) and "://" not in getattr(cfg, k)})
     ensure_ray(cfg.num_cpus)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
     model_path = local_model_path(cfg.model, storage)
     fmt = cfg.assistant_format()
     # Fail early on a bad template, or one that strips the reasoning from assistant turns.
-    render_text(load_tokenizer(model_path), "What is 1+1?", "Let me add 1 and 1.", "\\boxed{2}", cfg.template, fmt)
+    from raypipe.core.prompts import EXAMPLE_PROBLEM, stamp
+
+    example = render_text(load_tokenizer(model_path), EXAMPLE_PROBLEM, "Let me add 1 and 1.", "\\boxed{2}",
+                          cfg.template, fmt)
     sources = source_names(resolve_data(cfg.data, storage), storage)
     ds, data_stats = prepare(cfg, model_path, storage, sources)
     spe, total = plan_steps(data_stats["train_rows"], cfg)
@@ -86,6 +92,7 @@ def run_train(cfg) -> dict:
         "model_path": join(cfg.output, "model"), "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "attention": attention, "zero": cfg.zero, "precision": "bf16" if cfg.use_gpu else "fp32",
         "num_workers": cfg.num_workers, "data": data_stats, "sources": sources,
+        "prompt_template": {**stamp(cfg.prompt_version), "example_prompt": example.prompt},
         "rendering": {"template": cfg.template, "think_open": cfg.think_open, "think_close": cfg.think_close,
                       "assistant_format": fmt.layout, "parts_from": data_stats["parts_from"],
                       **data_stats["rendered"],

@@ -1,0 +1,26 @@
+"""raypipe pair: the paired problems of two or more sources. Each source is scored by the curation job (its
+verifier, `--answer-from`, formats), the sources are joined on the problem key, and only the problems where every
+source has a verified-correct trajectory are kept: inputs/<name>/ (the original rows of those problems, what each
+arm's curation reads) and pairing.json (problems per source, overlap, every exclusion and its reason)."""
+from __future__ import annotations
+
+import sys
+
+from raypipe.commands import Command
+from raypipe.experiment.pairing import PairConfig
+
+
+def run(config) -> int:
+    from raypipe.core.errors import ConfigMismatch, LayoutError
+    from raypipe.experiment.pairing import run_pairing
+
+    try:
+        report = run_pairing(config)
+    except (ConfigMismatch, LayoutError, FileNotFoundError, ValueError) as e:
+        print(f"raypipe pair: {e}", file=sys.stderr)
+        return 2
+    return 0 if report["paired"] else 1
+
+
+COMMAND = Command("pair", "pair sources on their problems: keep those every source answered correctly", PairConfig,
+                  run, description=__doc__)

@@ -1,0 +1,207 @@
+"""Matched training budgets across arms, set between curation and SFT.
+
+Every arm's curated rows are rendered and tokenized exactly as SFT will (raypipe.train.render: the student's
+tokenizer, chat template, prompt, think tags, max_len and the over-long policy), in a seeded order (a stable hash of
+seed, source and id, so the order does not depend on files or shards). Then, with `budget:`
+  steps   every arm trains the same number of optimizer steps S = the smallest arm's (x epochs, capped by
+          train.max_steps); larger arms stop at S;
+  rows    every arm trains on the same number of rows N (the smallest arm's), a seeded sample, and S steps;
+  tokens  every arm trains on the same number of supervised tokens T (the smallest arm's; a seeded sample, within
+          one row) and S steps (packed rows, so that each step holds the same token slots);
+  none    nothing is matched (counts are still recorded).
+Epochs are scaled per arm so that none runs out of data before S. Over-long rows (longer than max_len) are counted
+per arm before its filter (its verified-correct rows: curated + dropped by its rule) and after (curated), and the
+p99 length of the paired data is compared with max_len. All of it goes to <output>/budget/budget.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raypipe.core import io
+from raypipe.core.schema import hash64
+from raypipe.core.settings import config_hash
+
+BUDGET_VERSION = 3  # what budget.json holds; another version is recomputed
+HUGE = 1 << 40
+PACK_BATCH = 4096  # rows packed together by SFT's data preparation (raypipe.train.data.pack_batch)
+RENDER_FIELDS = ("model", "max_len", "overlong", "template", "think_open", "think_close", "prompt_version", "pack",
+                 "micro_batch_size", "grad_accum", "num_workers", "epochs", "max_steps", "seed")
+
+
+def budget_uri(cfg) -> str:
+    return io.join(cfg.output, "budget", "budget.json")
+
+
+def read_budget(cfg) -> dict | None:
+    try:
+        text = io.read_text(budget_uri(cfg), cfg.storage())
+    except OSError:
+        return None
+    return json.loads(text) if text else None
+
+
+# --- pure: lengths -> matched budgets -----------------------------------------------------------------------
+
+
+def steps_per_epoch(seq_lens: list[int], train) -> int:
+    """SFT's steps per epoch for rows of these token lengths (raypipe.train.run.plan_steps, after packing)."""
+    rows = len(seq_lens)
+    if train.pack:
+        from raypipe.train.packing import Doc, pack
+
+        rows = sum(len(pack([Doc(range(n), []) for n in seq_lens[i:i + PACK_BATCH]], train.max_len))
+                   for i in range(0, len(seq_lens), PACK_BATCH))
+    return (rows // train.num_workers) // (train.micro_batch_size * train.grad_accum)
+
+
+def prefix_for_tokens(supervised: list[int], target: int) -> int:
+    """The number of leading rows whose supervised tokens come closest to target (within one row)."""
+    cum = np.cumsum(supervised)
+    k = int(np.searchsorted(cum, target, side="left"))  # cum[k] >= target
+    if k >= len(cum):
+        return len(cum)
+    below = cum[k - 1] if k else 0
+    return k + 1 if cum[k] - target <= target - below else max(k, 1)
+
+
+def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train) -> dict[str, dict]:
+    """Per arm (sequence lengths, supervised tokens) of its usable rows in seeded order -> the rows it trains on
+    (a prefix), its epochs, and the common number of optimizer steps."""
+    take = {a: len(s) for a, (s, _) in arms.items()}
+    if mode == "rows":
+        n = min(take.values())
+        take = {a: n for a in arms}
+    elif mode == "tokens":
+        target = min(int(sum(t)) for _, t in arms.values())
+        take = {a: prefix_for_tokens(t, target) for a, (_, t) in arms.items()}
+    spe = {a: steps_per_epoch(s[:take[a]], train) for a, (s, _) in arms.items()}
+    if min(spe.values(), default=0) == 0:
+        small = sorted(a for a, v in spe.items() if v == 0)
+        raise ValueError(f"arms {small} have too few usable rows for one optimizer step ({train.num_workers} workers x "
+                         f"{train.micro_batch_size} rows x {train.grad_accum} accumulation)")
+    natural = {a: v * train.epochs for a, v in spe.items()}
+    common = min(natural.values()) if mode != "none" else None
+    if common is not None and train.max_steps:
+        common = min(common, train.max_steps)
+    out = {}
+    for a, (seq, sup) in arms.items():
+        steps = common if common is not None else min(natural[a], train.max_steps or natural[a])
+        out[a] = {"rows": take[a], "supervised_tokens": int(sum(sup[:take[a]])),
+                  "tokens": int(sum(seq[:take[a]])), "steps_per_epoch": spe[a], "steps": steps,
+                  "epochs": max(1, math.ceil(steps / spe[a])) if mode != "none" else train.epochs}
+    return out
+
+
+# --- tokenizing the arms' curated rows ----------------------------------------------------------------------
+
+
+def seeded_order(table: pa.Table, seed: int) -> pa.Table:
+    """Rows in a seeded order of their own: salted, so that it is independent of the random rule's pick (which
+    hashes the same seed, source and id) and a budget sample never re-creates the A-drop-random arm."""
+    keys = [hash64("budget", str(seed), str(s), str(i)) for s, i in zip(table.column("source").to_pylist(),
+                                                                        table.column("id").to_pylist())]
+    return table.take(np.argsort(np.array(keys, dtype=np.int64), kind="stable"))
+
+
+def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rendered length, length trained after the over-long policy, supervised tokens, usable) of every row, as
+    SFT renders them."""
+    from raypipe.train.data import canonical_parts
+    from raypipe.train.render import render
+
+    cols = table.select([c for c in ("problem", "thinking", "final", "response", "markup")
+                         if c in table.column_names]).to_pydict()
+    thinking, final = canonical_parts(cols)
+    fmt = train.assistant_format()
+    raw, seq, sup, ok = [], [], [], []
+    for problem, t, f in zip(cols["problem"], thinking, final):
+        r = render(tokenizer, problem or "", t, f, HUGE, "truncate", train.template, fmt)
+        n = len(r.example.input_ids) if r.example else 0
+        prompt = sum(1 for x in r.example.labels if x == -100) if r.example else 0
+        raw.append(n)
+        if r.example is not None and n <= train.max_len:
+            seq.append(n), sup.append(n - prompt), ok.append(True)
+        elif r.example is not None and train.overlong == "truncate" and prompt < train.max_len - 1:
+            seq.append(train.max_len), sup.append(train.max_len - prompt), ok.append(True)
+        else:
+            seq.append(0), sup.append(0), ok.append(False)
+    return tuple(np.array(x, dtype=np.int64) for x in (raw, seq, sup)) + (np.array(ok, dtype=bool),)
+
+
+def arm_rows(curate_out: str, storage: io.Storage) -> tuple[pa.Table | None, pa.Table | None]:
+    """(curated rows, rows its rule dropped) of one arm's curation."""
+    curated = io.read_parquet_dir(io.join(curate_out, "curated"), storage)
+    dropped = io.read_parquet_dir(io.join(curate_out, "dropped"), storage)
+    if dropped is not None and dropped.num_rows:
+        dropped = dropped.filter(pc.starts_with(pc.fill_null(dropped.column("reason"), ""), "rule:"))
+    return curated, dropped
+
+
+def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
+    """budget.json for the arms' curated data (reused when its inputs are unchanged), with each arm's train
+    settings: data (a seeded sample under budget/<digest>/<arm>/ for rows and tokens), max_steps and epochs.
+    `train_stages`: each arm's train stage as it is before the budget."""
+    from raypipe.tiny import load_tokenizer
+    from raypipe.train.worker import local_model_path
+
+    if not train_stages:
+        return {"mode": cfg.budget, "arms": {}}
+    first = next(iter(train_stages.values())).settings
+    manifests = {a: json.loads(io.read_text(io.join(s.settings.data, "manifest.json"), storage) or "{}")
+                 for a, s in train_stages.items()}
+    digest = config_hash({"version": BUDGET_VERSION, "mode": cfg.budget, "train": {k: getattr(first, k) for k in RENDER_FIELDS},
+                          "curated": {a: [m.get("config_hash"), m.get("counts")] for a, m in manifests.items()}})
+    previous = read_budget(cfg)
+    if previous and previous.get("digest") == digest:
+        return previous
+    tokenizer = load_tokenizer(local_model_path(first.model, storage))
+    per_arm, usable, before_lens = {}, {}, {}
+    tables = {}
+    for arm, stage in train_stages.items():
+        curated, dropped = arm_rows(stage.settings.data, storage)
+        if curated is None or not curated.num_rows:
+            raise ValueError(f"arm {arm}: curation kept no rows ({stage.settings.data})")
+        curated = seeded_order(curated, cfg.seed)
+        full, seq, sup, ok = lengths(curated, tokenizer, first)
+        dfull = lengths(dropped, tokenizer, first)[0] if dropped is not None and dropped.num_rows else np.array([])
+        before = np.concatenate([full, dfull])
+        before_lens[arm] = before
+        tables[arm] = curated.filter(pa.array(ok))
+        usable[arm] = (seq[ok].tolist(), sup[ok].tolist())
+        per_arm[arm] = {"curated_rows": curated.num_rows, "usable_rows": int(ok.sum()),
+                        "overlong_before": int((before > first.max_len).sum()), "rows_before": int(len(before)),
+                        "overlong_after": int((full > first.max_len).sum()), "rows_after": curated.num_rows,
+                        "dropped_overlong": int((~ok).sum())}
+    matched = match_budgets(usable, cfg.budget, first)
+    for arm, m in matched.items():
+        data = train_stages[arm].settings.data
+        if cfg.budget in ("rows", "tokens"):
+            data = io.join(cfg.output, "budget", digest, arm)  # a new budget is new data: finished SFT is not reused
+            io.remove_tree(data, storage)
+            io.write_parquet(tables[arm].slice(0, m["rows"]), io.join(data, "part-00000.parquet"), storage)
+        train = {"data": data, "max_steps": m["steps"], "epochs": m["epochs"]} if cfg.budget != "none" else {}
+        per_arm[arm].update(m, train=train)
+    reference = [before_lens[a] for a in ("A-all", "B-all") if a in before_lens] or list(before_lens.values())
+    p99 = float(np.percentile(np.concatenate(reference), 99)) if reference else None
+    warning = (f"max_len {first.max_len} is below the paired data's p99 length ({p99:.0f} tokens): the over-long "
+               f"rows are {'cut' if first.overlong == 'truncate' else 'dropped'}, and they are the longest (likely the most branching) traces"
+               if p99 is not None and first.max_len < p99 else None)
+    budget = {"mode": cfg.budget, "digest": digest, "max_len": first.max_len, "overlong": first.overlong,
+              "p99_length": p99, "warning": warning, "arms": per_arm,
+              "common_steps": len({m["steps"] for m in matched.values()}) == 1,
+              "supervised_tokens_spread": spread([m["supervised_tokens"] for m in matched.values()])}
+    io.write_text(json.dumps(budget, indent=1), budget_uri(cfg), storage)
+    print(f"[experiment] budget ({cfg.budget}): " + ", ".join(f"{a} {m['rows']} rows / {m['supervised_tokens']} "
+                                                              f"tokens / {m['steps']} steps" for a, m in matched.items())
+          + (f"\n[experiment] WARNING: {warning}" if warning else ""), flush=True)
+    return budget
+
+
+def spread(values: list[int]) -> float | None:
+    """(max - min) / min: how far apart the arms are."""
+    return (max(values) - min(values)) / min(values) if values and min(values) > 0 else None
