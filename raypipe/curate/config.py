@@ -58,7 +58,7 @@ class CurateConfig(Settings):
     s3_region: str | None = Field(None, description="S3 region (else AWS_REGION / AWS_DEFAULT_REGION)")
     overwrite: bool = Field(False, description="replace an earlier run in --output made with a different config")
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)")
-    chunk_mb: int = Field(192, ge=1, description="uncompressed JSONL is split into newline-aligned byte ranges of "
+    chunk_mb: int = Field(128, ge=1, description="uncompressed JSONL is split into newline-aligned byte ranges of "
                           "this many MB and Parquet into row groups of about this size, each a unit of work with its "
                           "own completion marker (compressed files stream through one task); part of the config "
                           "hash, as it changes the resume units")
