@@ -26,6 +26,7 @@ INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl
 
 
 TRANSIENT_ATTEMPTS = 4
+UNREACHABLE = ("NETWORK_CONNECTION", "curlCode: 6", "curlCode: 7", "Could not resolve host")
 
 
 def retried(fn: Callable[..., T], *args, attempts: int = TRANSIENT_ATTEMPTS, **kwargs) -> T:
@@ -36,8 +37,9 @@ def retried(fn: Callable[..., T], *args, attempts: int = TRANSIENT_ATTEMPTS, **k
             return fn(*args, **kwargs)
         except FileNotFoundError:
             raise
-        except OSError:
-            if attempt == attempts - 1:
+        except OSError as e:
+            # an endpoint that cannot be reached was retried by the S3 client already (its own retry strategy)
+            if attempt == attempts - 1 or any(m in str(e) for m in UNREACHABLE):
                 raise
             time.sleep(0.5 * 2 ** attempt)
     raise AssertionError("unreachable")
