@@ -193,8 +193,12 @@ def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(tmp_path, t
 
 
 @pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml"])
-def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_path):
+def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_path, monkeypatch):
     from raypipe.experiment.config import load_experiment
+
+    # The GPU config's S3 folders cannot be reached from here: one attempt, not the client's eight.
+    monkeypatch.setenv("RAYPIPE_S3_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
     cfg = load_experiment(str(ROOT / "cluster" / "experiments" / name))
     assert set(STANDARD_ARMS) <= set(cfg.arms)
@@ -213,7 +217,7 @@ def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(tmp_path):
     out = subprocess.run([*raypipe_cli(), "experiment", "plan", str(ROOT / "cluster" / "experiments" /
                                                                     "paper-gpu.yaml")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"))
+                         env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true", RAYPIPE_S3_MAX_ATTEMPTS="1"))
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert "student parameters 7.62B" in lines[0]
