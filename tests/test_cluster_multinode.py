@@ -111,7 +111,11 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
                           str(tmp_path / "exp"), "--dry-run"], cwd=ROOT, env=cluster_env(), capture_output=True,
                          text=True, timeout=300)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
-    assert exp.stdout.count(" to run ") == 15 and "raypipe train" in exp.stdout
+    from raypipe.experiment.config import load_experiment
+    from raypipe.experiment.runner import stages
+
+    expected = len(stages(load_experiment(str(ROOT / "cluster" / "experiments" / "paper-cpu.yaml"))))
+    assert exp.stdout.count(" to run ") == expected > 15 and "raypipe train" in exp.stdout, exp.stdout[-2000:]
 
     # A failing job: the exit status says so, and the reason is in the streamed log.
     bad = submit(cluster, ["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out2")],
