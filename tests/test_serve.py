@@ -329,18 +329,22 @@ def test_open_loop_at_half_the_measured_capacity_answers_every_request(servers):
     url = servers["main"] + "/v1/score"
     warm = closed_loop(url, bodies, 300, clients=4, token=TOKEN, max_requests=len(bodies))  # each body once
     assert warm.statuses[200] == len(bodies), warm.summary()
-    probe = closed_loop(url, bodies, 8, clients=4, token=TOKEN)
-    capacity, seconds = probe.rate, 30
-    rate = capacity / 2
-    print(f"capacity {capacity:.1f} req/s (closed loop, 4 clients, 8 s); open loop at {rate:.1f} req/s for {seconds} s;"
-          f" load average {os.getloadavg()[0]:.1f}")
-    assert probe.server_errors == 0 and not probe.errors, probe.summary()
-    assert capacity >= 10, f"the server sustains only {capacity:.1f} req/s of real trajectories: {probe.summary()}"
+    for attempt in (1, 2):  # a probe that overestimated (other work took the cores) is measured once more
+        probe = closed_loop(url, bodies, 8, clients=4, token=TOKEN)
+        capacity, seconds = probe.rate, 30
+        rate = capacity / 2
+        print(f"attempt {attempt}: capacity {capacity:.1f} req/s (closed loop, 4 clients, 8 s); open loop at "
+              f"{rate:.1f} req/s for {seconds} s; load average {os.getloadavg()[0]:.1f}")
+        assert probe.server_errors == 0 and not probe.errors, probe.summary()
+        assert capacity >= 10, f"the server sustains only {capacity:.1f} req/s of real trajectories: {probe.summary()}"
 
-    # The client's in-flight bound sits above the server's admission limit (64 + 256): the server decides overload.
-    before = settled_scrape(servers["metrics"])
-    result = fixed_rate(url, bodies, rate=rate, seconds=seconds, token=TOKEN, max_in_flight=1024, timeout_s=120)
-    print("load:", result.summary(), f"load average {os.getloadavg()[0]:.1f}")
+        # The client's in-flight bound sits above the server's admission limit (64 + 256): the server decides overload.
+        before = settled_scrape(servers["metrics"])
+        result = fixed_rate(url, bodies, rate=rate, seconds=seconds, token=TOKEN, max_in_flight=1024, timeout_s=120)
+        print("load:", result.summary(), f"load average {os.getloadavg()[0]:.1f}")
+        assert not result.errors and result.answered == result.sent, result.summary()
+        if result.skipped == 0 or attempt == 2:
+            break
     # Every scheduled request is sent and answered: nothing skipped, lost or failed in transport.
     assert result.sent == int(rate * seconds) and result.skipped == 0, result.summary()
     assert not result.errors and result.answered == result.sent, result.summary()
