@@ -37,8 +37,17 @@ def _renames(ranked: pa.Table) -> dict[int, str]:
     clash = ranked.join(shared, ["source", "id"], join_type="inner").sort_by(
         [("source", "ascending"), ("id", "ascending"), ("rank", "ascending")])
     taken = set(zip(ranked.column("source").to_pylist(), ranked.column("id").to_pylist()))
-    renames, previous, k = {}, None, 0
-    for rank, source, rid in zip(*(clash.column(c).to_pylist() for c in ("rank", "source", "id"))):
+    ranks = clash.column("rank").to_pylist()
+    keys = zip(clash.column("source").to_pylist(), clash.column("id").to_pylist())
+    return {ranks[i]: new for i, new in new_ids(keys, taken)}
+
+
+def new_ids(keys, taken: set) -> list[tuple[int, str]]:
+    """(position, new id) for (source, id) keys sorted so that equal keys are adjacent, in their stable order: the
+    first of each keeps its id, the k-th becomes `id#k` (or the next `id#n` no input id already has). `taken`
+    holds every (source, id) in use and grows with the new ones."""
+    out, previous, k = [], None, 0
+    for i, (source, rid) in enumerate(keys):
         k = k + 1 if (source, rid) == previous else 1
         previous = (source, rid)
         if k == 1:
@@ -48,8 +57,8 @@ def _renames(ranked: pa.Table) -> dict[int, str]:
             n += 1
             new = f"{rid}#{n}"
         taken.add((source, new))
-        renames[rank] = new
-    return renames
+        out.append((i, new))
+    return out
 
 
 def find_duplicates(table: pa.Table, shard_order: dict[str, int]) -> pa.Table:

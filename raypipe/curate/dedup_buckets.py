@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe.curate.dedup import FIX_SCHEMA, KEY_COLUMNS
+from raypipe.curate.dedup import FIX_SCHEMA, KEY_COLUMNS, new_ids
 
 ROW_SCHEMA = pa.schema([("shard", pa.string()), ("row", pa.int64()), ("record", pa.int64()),
                         ("source", pa.string()), ("id", pa.string()), ("content_hash", pa.string()),
@@ -83,19 +83,9 @@ def bucket_renames(rows: pa.Table) -> pa.Table:
     clash = real.join(shared, ["source", "id"], join_type="inner").sort_by(
         [("source", "ascending"), ("id", "ascending"), ("order", "ascending"), ("row", "ascending"),
          ("record", "ascending")])
-    out, previous, k = [], None, 0
-    cols = ("source", "id", "shard", "row", "record", "content_hash")
-    for source, rid, shard, row, record, ch in zip(*(clash.column(c).to_pylist() for c in cols)):
-        k = k + 1 if (source, rid) == previous else 1
-        previous = (source, rid)
-        if k == 1:
-            continue  # the first keeps its id
-        n, new = k, f"{rid}#{k}"
-        while (source, new) in taken:  # an input id that already looks like this one
-            n += 1
-            new = f"{rid}#{n}"
-        taken.add((source, new))
-        out.append((shard, row, record, ch, new))
+    rows = list(zip(*(clash.column(c).to_pylist() for c in ("shard", "row", "record", "content_hash"))))
+    keys = zip(clash.column("source").to_pylist(), clash.column("id").to_pylist())
+    out = [(*rows[i], new) for i, new in new_ids(keys, taken)]
     return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(zip(*out), RENAME_SCHEMA)],
                                 schema=RENAME_SCHEMA)
 
