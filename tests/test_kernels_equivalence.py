@@ -162,3 +162,20 @@ def test_hashes_equal_the_per_part_updates():
         parts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(0, 4))]
         assert stable_hash(*parts) == reference(*parts).hex() and stable_hash(*parts, n=4) == reference(*parts, n=4).hex()
         assert hash64(*parts) == int.from_bytes(reference(*parts, n=8), "big") >> 1
+
+
+def test_content_hashes_from_buffers_equal_stable_hash():
+    from raypipe.core.schema import stable_hash
+    from raypipe.curate.score import content_hashes
+
+    rng = random.Random(1)
+    alphabet = ["a", "é", "\x1f", "😀", "", " ", "\x00", "\n\n"]
+    cols = {c: ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 9))) for _ in range(500)]
+            for c in ("source", "problem", "response")}
+    table = pa.table(cols)
+    chunked = pa.concat_tables([table.slice(0, 7), table.slice(7, 0), table.slice(7)])  # offsets, several chunks
+    large = table.cast(pa.schema([(c, pa.large_string()) for c in cols]))
+    want = [stable_hash(s, p, r) for s, p, r in zip(cols["source"], cols["problem"], cols["response"])]
+    for t in (table, chunked, large, table.slice(3)):
+        assert content_hashes(t).to_pylist() == want[500 - t.num_rows:]
+    assert content_hashes(table.slice(0, 0)).to_pylist() == []

@@ -6,17 +6,19 @@ cannot be read into `rejects/part-<key>.parquet`; then the chunk's completion ma
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter, defaultdict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.core import io
 from raypipe.core.errors import LayoutError
 from raypipe.core.formats import InputFormat, make_format
-from raypipe.core.schema import records_table, stable_hash
+from raypipe.core.schema import records_table
 from raypipe.core.scoring import Scorer
 from raypipe.curate.chunks import Chunk, iter_blocks
 from raypipe.curate.config import CurateConfig
@@ -111,9 +113,27 @@ def finish(scored: pa.Table) -> pa.Table:
 
 
 def content_hashes(scored: pa.Table) -> pa.Array:
-    """What makes two records the same trajectory: source, problem and response."""
-    cols = (scored.column(c).to_pylist() for c in ("source", "problem", "response"))
-    return pa.array([stable_hash(s, p, r) for s, p, r in zip(*cols)], pa.string())
+    """What makes two records the same trajectory: source, problem and response. The digest is
+    stable_hash(source, problem, response), fed from the columns' UTF-8 buffers without a str per value."""
+    cols = [_utf8_spans(scored.column(c)) for c in ("source", "problem", "response")]
+    out = []
+    for i in range(scored.num_rows):
+        h = hashlib.blake2b(digest_size=16)
+        for data, offsets in cols:
+            h.update(data[offsets[i]:offsets[i + 1]])
+            h.update(b"\x1f")
+        out.append(h.hexdigest())
+    return pa.array(out, pa.string())
+
+
+def _utf8_spans(column: pa.ChunkedArray) -> tuple[memoryview, list[int]]:
+    """(data buffer, value offsets) of a string column without nulls (the record schema's) as one array."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    data = memoryview(arr.buffers()[2] or b"")
+    return data, offsets.tolist()
 
 
 def unconsumed_text(meta: pa.ChunkedArray) -> pa.Array:
