@@ -27,7 +27,7 @@ from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
 from raypipe.curate.groupby import chunk_policy, read_reference
-from raypipe.curate.phase2 import select_policy
+from raypipe.curate.phase2 import reference_folder, select_policy
 from raypipe.curate.progress import progress, quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
@@ -35,6 +35,7 @@ from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
 # What phase 2 reads of every scored row beside what the policy's proxy and rule need: the dedup keys and the
 # markup. The manifest and the report come from phase 3's per-chunk aggregates (raypipe.curate.aggregates).
 PHASE2_COLUMNS = ["source", "verdict", "markup", *KEY_COLUMNS]
+WRITE_WINDOW = 2  # phase-3 tasks in flight per CPU of the cluster
 
 
 def rank_columns(config: CurateConfig) -> list[str]:
@@ -132,9 +133,11 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
          f"{len(pending)} to score -> {config.output}")
     scored = run_phase1(config, index_lines(chunks, pending, config, storage), storage) if pending else {}
     expected = harmonise_markup(config, chunks, scored, storage)
+    reference = score_reference(config, storage) if config.reference_input else []
 
     policy, selected = select_policy(
-        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage)
+        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
+        reference_chunks=reference)
     policy = policy.model_copy(update={"markup_by_source": expected})
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{selected.get('passes', 0)} ranking passes")
@@ -183,12 +186,25 @@ def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig,
     return [placed.get(c.key, c) for c in pending]
 
 
-def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) -> dict[str, dict]:
+def score_reference(config: CurateConfig, storage: io.Storage) -> list[str]:
+    """Phase 1 over the --reference-input's chunks, into _work/reference/ (resumable the same way; never written
+    to curated/ or dropped/); their keys."""
+    ref = config.model_copy(update={"input": config.reference_input, "output": reference_folder(config.output)})
+    chunks = plan_chunks(io.list_input_files(ref.input, storage), storage, config.chunk_mb << 20)
+    pending = unfinished(chunks, ref.output, storage)
+    _say(f"reference input: {len(chunks)} chunks, {len(pending)} to score -> {ref.output}")
+    if pending:
+        run_phase1(ref, index_lines(chunks, pending, ref, storage), storage, "phase 1/3 score the reference")
+    return [c.key for c in chunks]
+
+
+def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage,
+               label: str = "phase 1/3 score") -> dict[str, dict]:
     """Score the pending chunks; {chunk key: its markup votes}."""
     import ray
 
     lo, hi, cpus = scoring_pool(config, len(pending))
-    _say(f"phase 1/3 score: {lo}..{hi} actors x {cpus:g} CPU (incl. {config.verify_workers} verifier process(es))")
+    _say(f"{label}: {lo}..{hi} actors x {cpus:g} CPU (incl. {config.verify_workers} verifier process(es))")
     results = ray.data.from_items([c.to_dict() for c in pending]).map_batches(
         ScoreChunks, fn_constructor_kwargs={"config": config.model_dump_json()}, batch_size=1,
         # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
@@ -196,7 +212,7 @@ def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage) 
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi), num_cpus=cpus,
     )
     errors, markups = [], {}
-    with progress("phase 1/3 score", sum(c.nbytes for c in pending), len(pending)) as bar:
+    with progress(label, sum(c.nbytes for c in pending), len(pending)) as bar:
         for row in results.iter_rows():
             if row["error"]:
                 errors.append(row["error"])
@@ -244,20 +260,30 @@ def _fix_markup(config: str, key: str, expected: dict[str, str]) -> int:
 
 
 def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage) -> tuple[list, dict]:
+    """Every chunk written by a Ray task (one CPU each, at most WRITE_WINDOW per CPU in flight), the results folded
+    in as they finish. Plain tasks, not a Ray Data map: its resource budget ran one 0.5-CPU task at a time here."""
     import ray
 
     for part in ("curated", "dropped"):  # rewritten whole under the one policy
         io.remove_tree(io.join(config.output, part), storage)
-    results = ray.data.from_items([{"key": c.key, "nbytes": c.nbytes} for c in chunks]).map_batches(
-        _write_batch, fn_kwargs={"config": config.model_dump_json(), "policy": policy.model_dump_json()},
-        batch_size=1, num_cpus=0.5)
+    # a lost worker or node: the task again (it rewrites the same files)
+    task = ray.remote(num_cpus=1, max_retries=-1)(_write_chunk)
+    args = (config.model_dump_json(), policy.model_dump_json())
+    window = max(2, int(WRITE_WINDOW * ray.cluster_resources().get("CPU", 1)))
+    todo, running = list(reversed(chunks)), {}
     stats, merged = [], merge([])  # merged as they arrive: the driver never holds a row
     with progress("phase 3/3 write", sum(c.nbytes for c in chunks), len(chunks)) as bar:
-        for row in results.iter_rows():
+        while todo or running:
+            while todo and len(running) < window:
+                c = todo.pop()
+                running[task.remote(c.key, *args)] = c
+            done, _ = ray.wait(list(running), num_returns=1)
+            c = running.pop(done[0])
+            row = ray.get(done[0])
             stats.append(json.loads(row["marker"]))
             part = json.loads(row["aggregate"])
             merged = merge([merged, part])
-            bar.advance(int(row["nbytes"]), sum(c["records"] for c in part["chunks"].values()))
+            bar.advance(c.nbytes, sum(x["records"] for x in part["chunks"].values()))
     return stats, merged
 
 
@@ -277,10 +303,7 @@ def scoring_pool(config: CurateConfig, n_chunks: int) -> tuple[int, int, float]:
     return lo, hi, per_actor
 
 
-def _write_batch(batch: dict, config: str, policy: str) -> dict:
+def _write_chunk(key: str, config: str, policy: str) -> dict:
     cfg = CurateConfig.model_validate_json(config)
-    pol = Policy.model_validate_json(policy)
     storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
-    rows = [io.retried(write_shard, str(k), cfg, pol, storage, attempts=3) for k in batch["key"]]
-    return {"key": [r["key"] for r in rows], "aggregate": [r["aggregate"] for r in rows],
-            "marker": [r["marker"] for r in rows], "nbytes": list(batch["nbytes"])}
+    return io.retried(write_shard, key, cfg, Policy.model_validate_json(policy), storage, attempts=3)
