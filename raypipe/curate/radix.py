@@ -205,8 +205,9 @@ def select_thresholds(policy: Policy, count_pass: CountPass, fetch_pass: FetchPa
         passes += 1
         for source, t in targets.items():
             score, tb = t.resolve(rows[t.group.gid])
-            thresholds[source] = Threshold(score=score, tiebreak=tb, n_correct=t.n_correct, n_drop=t.n_drop)
-    default = default_target.resolve(rows["default"])[0] if default_target else None
+            thresholds[source] = Threshold(score=score + 0.0, tiebreak=tb, n_correct=t.n_correct, n_drop=t.n_drop)
+    # + 0.0: -0.0 and 0.0 tie, and which of them a quantile picks is arbitrary; one spelling for both paths
+    default = default_target.resolve(rows["default"])[0] + 0.0 if default_target else None
     policy = policy.model_copy(update={"thresholds": thresholds, "default_threshold": default})
     return policy, {"passes": passes, "fetched": sum(t.size for t in every)}
 

@@ -29,12 +29,12 @@ def compute_thresholds(table: pa.Table, policy: Policy) -> Policy:
         p, t = primary[mask], tb[mask]
         order = np.lexsort((-t, -p))  # descending by (primary, tiebreak)
         last = order[k - 1]
-        thresholds[source] = Threshold(score=float(p[last]), tiebreak=int(t[last]), n_correct=n, n_drop=k)
+        thresholds[source] = Threshold(score=float(p[last]) + 0.0, tiebreak=int(t[last]), n_correct=n, n_drop=k)
         all_primary.append(p)
     default = None
     if all_primary and drops:
         values = np.concatenate(all_primary)
         values = values[np.isfinite(values)]
         if len(values):
-            default = float(np.quantile(values, 1.0 - policy.drop_top, method="higher"))
+            default = float(np.quantile(values, 1.0 - policy.drop_top, method="higher")) + 0.0  # no -0.0
     return policy.model_copy(update={"thresholds": thresholds, "default_threshold": default})
