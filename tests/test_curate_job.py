@@ -225,6 +225,44 @@ def test_step_ratio_and_delete_steps(ray_local, tmp_path, shared_data):
     assert m["config"]["delete_steps"] == 0.1
 
 
+def test_reference_input_is_scored_by_phase_1_and_never_written(ray_local, tmp_path, shared_data, capsys):
+    """--reference-input: B's chunks go through phase 1 into _work/reference/ (resumable like the input's), its
+    verified-correct rows' mean steps per problem become the reference; nothing of B reaches the outputs."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from raypipe.core import io
+    from raypipe.core.scoring import Scorer
+    from raypipe.curate.groupby import REFERENCE_DIR
+    from raypipe.curate.shard import load_shard
+
+    a = TRAJECTORIES / "skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl"
+    b = TRAJECTORIES / "skyt1_math-correct-5K-14B_aime24.jsonl"
+    cfg = CurateConfig(input=str(a), output=str(tmp_path / "out"), proxy="step-ratio", reference_input=str(b),
+                       chunk_mb=1)
+    m = run_curate(cfg)
+    rows = read_part(tmp_path / "out", "curated") + read_part(tmp_path / "out", "dropped")
+    assert {r["source"] for r in rows} == {"Sky-T1-math-correct-5K-32B (checkpoint-140)"} and m["counts"]["records"] == 30
+    assert len(glob.glob(str(tmp_path / "out" / "_work" / "reference" / "_work" / "done" / "*.json"))) > 1  # chunks
+
+    scorer = Scorer(cfg.scoring()).setup()  # the reference in one process, as the driver once computed it
+    records, _, _ = load_shard(str(b), io.Storage())
+    scored = scorer.score(records)
+    scorer.close()
+    scored = scored.filter(pc.equal(scored.column("verdict"), "correct"))
+    want: dict = {}
+    for pid, n in zip(scored.column("problem_id").to_pylist(), scored.column("n_steps").to_pylist()):
+        want.setdefault(pid, []).append(n)
+    got = io.read_parquet_dir(str(tmp_path / "out" / REFERENCE_DIR), io.Storage()).to_pylist()
+    assert {r["problem_id"]: r["steps"] for r in got} == pytest.approx({p: float(np.mean(v)) for p, v in want.items()})
+    assert sum(r["step_ratio"] is not None for r in rows) > 0
+
+    capsys.readouterr()
+    run_curate(cfg)  # resumed: neither the input nor the reference is scored again
+    log = capsys.readouterr().out
+    assert "0 to score" in log and "phase 1/3 score the reference" not in log
+
+
 def test_job_entrypoint_documents_every_flag():
     out = subprocess.run([sys.executable, "jobs/curate.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0

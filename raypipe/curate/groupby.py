@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from raypipe.core import io
 from raypipe.core.policy import Policy
+from raypipe.core.verify import CORRECT
 from raypipe.curate.dedup import apply_fixes
 
 REFERENCE_DIR = "_work/reference_steps"  # relative to the run's output
@@ -25,9 +26,12 @@ def ranked_rows(scored: pa.Table, fixes: pa.Table | None) -> pa.Table:
     return fixed.filter(pc.is_null(fixed.column("duplicate_of")))
 
 
-def reference_partial(ranked: pa.Table, reference_source: str) -> pa.Table:
-    """(problem_id, sum of n_steps, count) over the reference source's rows of one chunk."""
-    ref = ranked.filter(pc.equal(ranked.column("source"), reference_source))
+def reference_partial(ranked: pa.Table, reference_source: str | None, correct_only: bool = False) -> pa.Table:
+    """(problem_id, sum of n_steps, count) over the reference source's rows of one chunk (every source's: None;
+    only the verified-correct ones: correct_only, as for a reference input)."""
+    ref = ranked if reference_source is None else ranked.filter(pc.equal(ranked.column("source"), reference_source))
+    if correct_only:
+        ref = ref.filter(pc.equal(ref.column("verdict"), CORRECT))
     if ref.num_rows == 0:
         return PARTIAL_SCHEMA.empty_table()
     ref = ref.select(["problem_id", "n_steps"]).cast(pa.schema([("problem_id", pa.string()), ("n_steps", pa.int64())]))

@@ -72,10 +72,10 @@ def _write_fixes(output, storage, keys, *parts):
             "renamed": fixes.num_rows - fixes.column("new_id").null_count}
 
 
-def _reference_partial(output, storage, key, columns, reference_source, buckets):
+def _reference_partial(output, storage, key, columns, reference_source, buckets, correct_only=False):
     ranked = groupby.ranked_rows(io.read_parquet(_scored(output, key), storage, columns=columns),
                                  _fixes(output, key, storage))
-    parts = groupby.partition_problems(groupby.reference_partial(ranked, reference_source), buckets)
+    parts = groupby.partition_problems(groupby.reference_partial(ranked, reference_source, correct_only), buckets)
     return (*parts, pc.unique(ranked.column("source")).to_pylist())
 
 
@@ -125,9 +125,15 @@ def rank_columns(config: CurateConfig) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
+def reference_folder(output: str) -> str:
+    """Where phase 1 scores a --reference-input (never written to curated/ or dropped/)."""
+    return io.join(output, "_work", "reference")
+
+
 def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage, buckets: int | None = None,
-                  bucket_limit: int = 4096) -> tuple[Policy, dict]:
-    """Duplicate fixes, reference steps, exact thresholds and markup_by_source over all scored chunks."""
+                  bucket_limit: int = 4096, reference_chunks: list[str] = ()) -> tuple[Policy, dict]:
+    """Duplicate fixes, reference steps, exact thresholds and markup_by_source over all scored chunks.
+    `reference_chunks`: the keys of the --reference-input's chunks, scored under reference_folder(output)."""
     import ray
 
     out = config.output
@@ -174,28 +180,25 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
     # 2. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
     columns = rank_columns(config)
     sources: set[str] = set()
-    if config.reference_input:  # another input's steps, scored for them only (raypipe.curate.reference)
-        from raypipe.curate.reference import reference_input_steps
-
-        steps = reference_input_steps(config, storage)
-        io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
-        io.write_parquet(pa.Table.from_arrays([pa.array(list(steps), pa.string()),
-                                               pa.array(list(steps.values()), pa.float64())],
-                                              schema=groupby.REFERENCE_SCHEMA),
-                         io.join(out, groupby.REFERENCE_DIR, "part-00000.parquet"), storage)
-        summary["reference_problems"] = len(steps)
-        policy = policy.model_copy(update={"reference_steps_file": groupby.REFERENCE_DIR})
-    elif config.reference_source:
+    if config.reference_input or config.reference_source:
+        # another input's steps (scored by phase 1 into _work/reference/, verified-correct rows) or this input's
+        where, keys = (reference_folder(out), reference_chunks) if config.reference_input else \
+            (out, [c["key"] for c in chunks])
         io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
         partial = [task(_reference_partial).options(num_returns=b + 1).remote(
-            out, storage, c["key"], columns, config.reference_source, b) for c in chunks]
-        _gather([p[b] for p in partial], sources.update)
+            where, storage, key, columns, config.reference_source, b, bool(config.reference_input)) for key in keys]
+        seen: set[str] = set()
+        _gather([p[b] for p in partial], seen.update)
+        if not config.reference_input:
+            sources |= seen
         combined = [task(_reference_combine).remote(out, storage, j, *(p[j] for p in partial)) for j in range(b)]
         del partial
         problems = sum(ray.get(combined))
         if problems == 0:
-            raise ValueError(f"--reference-source {config.reference_source!r} is not in the data; "
-                             f"sources: {sorted(sources)}")
+            what = (f"--reference-input {config.reference_input}: no verified-correct rows"
+                    + (f" of source {config.reference_source!r}" if config.reference_source else "")
+                    if config.reference_input else f"--reference-source {config.reference_source!r} is not in the data")
+            raise ValueError(f"{what}; sources: {sorted(seen)}")
         summary["reference_problems"] = problems
         policy = policy.model_copy(update={"reference_steps_file": groupby.REFERENCE_DIR})
 
