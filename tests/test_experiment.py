@@ -19,6 +19,7 @@ from conftest import BENCHMARKS, R1, ROOT, TRAJECTORIES, need_shared_data, raypi
 from raypipe.core.errors import ConfigMismatch  # noqa: E402
 from raypipe.experiment.config import STANDARD_ARMS, ExperimentConfig  # noqa: E402
 from raypipe.experiment.runner import stage_done, stages  # noqa: E402
+from test_judge import fixed_server  # noqa: E402,F401  (an OpenAI-compatible server on 127.0.0.1)
 
 # One problem set (AIME 2024), two real sources. (The R1 chains in shared/data end inside <think>, so every one is
 # `no_answer` and a drop among verified-correct rows would drop nothing: they make a poor source A here.)
@@ -185,11 +186,41 @@ def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(tmp_path, t
     assert table["prompt"]["same_in_training_and_evaluation"] and table["budget"]["warning"]
     html = (out / "results.html").read_text()
     assert "Jaccard" in html and "paired/pairing.json" in html and "arms/B-delete-steps/curate/report.html" in html
+    # the step judge of each teacher's paired traces (keyword on CPU): its figures beside the table, its reports linked
+    assert set(table["judge"]) == {"A", "B"} and "judge/A/report.html" in html and "Propose share" in html
+    for name in ("A", "B"):
+        (figures,) = table["judge"][name]["sources"].values()
+        assert figures["trajectories"] == len(paired_ids) and figures["steps"] > 0
 
     # Run 3: everything is done; nothing runs.
     third = subprocess.run([*raypipe_cli(), "experiment", str(path), "--dry-run"], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0 and third.stdout.count(" done ") == 1 + 3 * len(arms) + 1, third.stdout
+    assert third.returncode == 0 and third.stdout.count(" done ") == 1 + 3 * len(arms) + 1 + 2, third.stdout
+
+
+def test_an_openai_compatible_judge_stage_runs_in_the_experiment(tmp_path, fixed_server):
+    """The judge section as paper-gpu.yaml writes it, pointed at an OpenAI-compatible server on 127.0.0.1: each
+    source's traces are labelled through the real `raypipe judge` command, and the table reads the figures."""
+    from raypipe.core import io
+    from raypipe.experiment.runner import judge_stages, run_stage
+    from raypipe.experiment.table import judge_summaries
+
+    need_shared_data()
+    gpu = yaml.safe_load((ROOT / "cluster" / "experiments" / "paper-gpu.yaml").read_text())["judge"]
+    cfg = config(tmp_path / "exp", pair_by="none", judge={**gpu, "endpoint": fixed_server, "model": None,
+                                                          "limit": 3, "num_cpus": 2})
+    assert cfg.judge.backend == "openai" and cfg.judge.json_mode
+    todo = judge_stages(cfg)
+    assert [s.arm for s in todo] == ["judge-A", "judge-B"]
+    for stage in todo:
+        run_stage(stage, io.Storage())
+        assert stage_done(stage, io.Storage())
+    judged = judge_summaries(cfg.output, io.Storage())
+    for name in ("A", "B"):
+        (figures,) = judged[name]["sources"].values()
+        assert figures["trajectories"] == 3 and figures["unlabelled_rate"] == 0 and figures["request_failure_rate"] == 0
+        assert 0 < figures["propose_share"] < 1
+        assert judged[name]["judge"] == f"openai:{fixed_server}"
 
 
 @pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml"])
@@ -222,7 +253,8 @@ def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(tmp_path):
     lines = out.stdout.splitlines()
     assert "student parameters 7.62B" in lines[0]
     rows = {(ln.split()[0], ln.split()[1]): ln.split() for ln in lines if ln.split()[:1] in (["train"], ["eval"],
-                                                                                           ["curate"], ["pair"])}
+                                                                                           ["curate"], ["pair"],
+                                                                                           ["judge"])}
     from raypipe.experiment.config import load_experiment
 
     cfg = load_experiment(str(ROOT / "cluster" / "experiments" / "paper-gpu.yaml"))
@@ -232,6 +264,8 @@ def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(tmp_path):
         tokens, hours = cells[3], float(cells[4])
         assert tokens != "-", (stage, arm)
         assert (hours > 0) == (stage in ("train", "eval")), (stage, arm, hours)
+    assert {a for s, a in rows if s == "judge"} == {"judge-A", "judge-B"}
+    assert all(rows[("judge", a)][2] == "2.00k" for a in ("judge-A", "judge-B"))  # limit: 2000 per teacher
     train = [float(rows[("train", a)][4]) for a in cfg.arms if a != "base"]
     assert max(train) == pytest.approx(min(train)), "matched budgets: every arm costs the same"
     total = float(next(ln for ln in lines if ln.startswith("total:")).split()[1])

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from raypipe.core import io
 from raypipe.core.settings import Settings
 from raypipe.curate.config import CurateConfig
+from raypipe.diagnostics.judge_config import JudgeConfig
 from raypipe.eval.config import EvalConfig
 from raypipe.train.config import TrainConfig
 
@@ -23,11 +24,13 @@ STANDARD_ARMS = ("A-all", "A-drop-top-keyword", "A-drop-top-step-ratio", "A-drop
                  "A-delete-steps", "B-delete-steps")
 OPTIONAL_ARMS = ("base", "A-drop-top")
 DROP_ARMS = ("A-drop-top-keyword", "A-drop-top-step-ratio", "A-drop-random", "A-drop-longest", "A-drop-top")
-STAGE_MODELS: dict[str, type[Settings]] = {"curate": CurateConfig, "train": TrainConfig, "eval": EvalConfig}
+STAGE_MODELS: dict[str, type[Settings]] = {"curate": CurateConfig, "train": TrainConfig, "eval": EvalConfig,
+                                           "judge": JudgeConfig}
 # What the runner sets itself for each stage of each arm.
 RUNNER_SETS = {"curate": {"input", "output", "s3_endpoint", "s3_region", "reference_input"},
                "train": {"data", "model", "output", "s3_endpoint", "s3_region"},
-               "eval": {"model", "benchmarks", "output", "s3_endpoint", "s3_region"}}
+               "eval": {"model", "benchmarks", "output", "s3_endpoint", "s3_region"},
+               "judge": {"input", "output", "s3_endpoint", "s3_region"}}
 
 
 class StageSection(BaseModel):
@@ -44,7 +47,8 @@ def section_model(stage: str) -> type[StageSection]:
                         __doc__=f"`raypipe {stage}` settings for every arm", **fields)
 
 
-CurateSection, TrainSection, EvalSection = (section_model(s) for s in ("curate", "train", "eval"))
+CurateSection, TrainSection, EvalSection, JudgeSection = (section_model(s) for s in ("curate", "train", "eval",
+                                                                                       "judge"))
 
 
 class CostSettings(BaseModel):
@@ -90,6 +94,9 @@ class ExperimentConfig(Settings):
     curate: CurateSection = Field(default_factory=CurateSection, description="curation settings of every arm")
     train: TrainSection = Field(default_factory=TrainSection, description="SFT settings of every arm")
     eval: EvalSection = Field(default_factory=EvalSection, description="evaluation settings of every arm")
+    judge: JudgeSection | None = Field(None, description="step judge of each source's (paired) traces, `raypipe "
+                                       "judge` settings (e.g. backend openai, an OpenAI-compatible endpoint); unset: "
+                                       "no judge stage")
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL, passed to every stage")
     s3_region: str | None = Field(None, description="S3 region, passed to every stage")
 

@@ -4,7 +4,7 @@ anything runs (and the same numbers on the results page).
 Counts come from the best evidence there is, and each row says which: the budget (budget.json: every arm's rows and
 tokens as SFT renders them), the arms' curation manifests, a sample of each source (the first records, read within
 `cost.timeout_s`; tokens ~ characters / 4), or the stated assumptions (`cost.assumed_*`) when a source cannot be
-read. GPU-hours:
+read. GPU-hours (the step judge's rows count the trajectories and prompt tokens it is sent, not GPU-hours):
   training   tokens x epochs x 6 x parameters / (cost.mfu x cost.peak_tflops)
   evaluation 2 x parameters x generated tokens / (cost.eval_mfu x cost.peak_tflops), generated tokens =
              problems x n x max_tokens x cost.generated_share (the upper bound: x 1.0)
@@ -174,6 +174,8 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
                 row.update(rows=int(kept), tokens=tokens, basis=src["basis"] + f", {t.epochs} epochs")
             if params and "tokens" in row:
                 row["gpu_hours"] = row["tokens"] * 6 * params / (cfg.cost.mfu * peak) / 3600
+        elif stage.stage == "judge":
+            row.update(judge_row(stage.settings, sources.get(stage.arm[-1]), share))
         elif stage.stage == "eval":
             e = stage.settings
             problems = sum(min(REGISTRY[b].size if b in REGISTRY else cfg.cost.assumed_problems, e.limit or 10**9)
@@ -197,6 +199,20 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
             "paired_share": share, "stages": rows_out, "gpu_hours": total, "gpu_hours_upper": upper}
 
 
+def judge_row(j, src: dict | None, share: float) -> dict:
+    """The step judge of one source: trajectories and prompt tokens sent (steps cut to max_step_chars are not
+    counted as cut). Its hardware is not priced: the keyword judge runs on CPU, the openai one on its endpoint."""
+    where = {"keyword": "keyword lexicon on CPU", "openai": f"endpoint {j.endpoint}, not priced here",
+             "vllm": "vLLM engines of the cluster, not priced here"}.get(j.backend, j.backend)
+    if not src:
+        return {"basis": where}
+    rows = int(src["records"] * share)
+    rows = min(rows, j.limit) if j.limit else rows
+    return {"rows": rows, "tokens": rows * src["tokens_per_record"],
+            "basis": src["basis"] + f", x paired share {share:.2f}" + (f", limit {j.limit}" if j.limit else "")
+            + f"; {where}"}
+
+
 def _num(x) -> str:
     if x is None:
         return "-"
@@ -217,5 +233,5 @@ def to_text(plan: dict) -> str:
                      f"{r['gpu_hours']:9.2f} {r.get('gpu_hours_upper', r['gpu_hours']):9.2f}  "
                      f"{r.get('basis', '-')}; {r['input']}")
     lines += ["", f"total: {plan['gpu_hours']:.1f} GPU-hours (upper bound {plan['gpu_hours_upper']:.1f}; curation and "
-              "pairing run on CPU)"]
+              "pairing run on CPU, the step judge where its row says)"]
     return "\n".join(lines)

@@ -12,10 +12,12 @@ Arms (on the paired problems of sources A and B; `raypipe experiment plan` price
   A-delete-steps         A with 10 % of each trajectory's steps deleted      (delete_steps 0.1)
   B-delete-steps         the same ablation on B
   base                   the student without SFT                             (optional; eval only)
+With a `judge:` section, `raypipe judge` labels the steps of each source's paired traces (judge/A, judge/B), and
+the table reports the two teachers' Propose shares beside the arms.
 
 Every stage is a subprocess of the `raypipe` CLI (so a submitted job's children join its cluster through
 RAY_ADDRESS), given its whole settings as a YAML file, and is skipped when its completion marker exists:
-pairing.json, curation's manifest.json, SFT's train_summary.json, eval's results.json. A finished stage recorded
+pairing.json, curation's manifest.json, the judge's summary.json, SFT's train_summary.json, eval's results.json. A finished stage recorded
 with other settings is an error, never silently reused. The budget (budget.json) is set between curation and SFT,
 from every arm's curated rows tokenized as SFT renders them (raypipe.experiment.budget).
 """
@@ -39,7 +41,8 @@ from raypipe.experiment.config import STAGE_MODELS, ExperimentConfig
 from raypipe.experiment.pairing import READ_FIELDS, PairConfig
 
 STAGES = ("curate", "train", "eval")
-MARKERS = {"pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json"}
+MARKERS = {"pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json",
+           "judge": "summary.json"}
 STAGE_DIRS = {"curate": "curate", "train": "sft", "eval": "eval"}
 PAIRED = "paired"
 
@@ -107,9 +110,25 @@ def pair_stage(cfg: ExperimentConfig) -> Stage | None:
     return Stage(arm=PAIRED, stage="pair", output=out, settings=settings_)
 
 
+def judge_stages(cfg: ExperimentConfig) -> list[Stage]:
+    """With a `judge:` section, the step judge of each source's input (paired when the experiment pairs)."""
+    if cfg.judge is None:
+        return []
+    section = cfg.judge.model_dump(exclude_unset=True)
+    out = []
+    for source in ("A", "B"):
+        folder = io.join(cfg.output, "judge", source)
+        values = {**section, "input": arm_input(cfg, source), "output": folder, "s3_endpoint": cfg.s3_endpoint,
+                  "s3_region": cfg.s3_region}
+        out.append(Stage(arm=f"judge-{source}", stage="judge", output=folder,
+                         settings=STAGE_MODELS["judge"].model_validate(values)))
+    return out
+
+
 def stages(cfg: ExperimentConfig, budget: dict | None = None) -> list[Stage]:
-    """Every stage in the order it runs: pairing, every arm's curation, then SFT and eval arm by arm. SFT's data,
-    steps and epochs come from the budget (budget.json, or `budget` when given) once it exists."""
+    """Every stage in the order it runs: pairing, every arm's curation, the step judge of each source (with a
+    `judge:` section), then SFT and eval arm by arm. SFT's data, steps and epochs come from the budget
+    (budget.json, or `budget` when given) once it exists."""
     from raypipe.experiment.budget import read_budget
 
     s3 = {"s3_endpoint": cfg.s3_endpoint, "s3_region": cfg.s3_region}
@@ -140,7 +159,7 @@ def stages(cfg: ExperimentConfig, budget: dict | None = None) -> list[Stage]:
         for st, v in values.items():
             stage = Stage(arm=arm, stage=st, output=dirs[st], settings=STAGE_MODELS[st].model_validate(v))
             (first if st == "curate" else later).append(stage)
-    return first + later
+    return first + judge_stages(cfg) + later
 
 
 def _say(msg: str) -> None:
@@ -251,7 +270,7 @@ def run_experiment(cfg: ExperimentConfig, runner: Callable[[Stage, io.Storage], 
             previous = io.read_text(log_uri, storage) or ""
             io.write_text(previous + json.dumps(events[-1]) + "\n", log_uri, storage)
 
-    run_all([s for s in stages(cfg, {}) if s.stage in ("pair", "curate")])
+    run_all([s for s in stages(cfg, {}) if s.stage in ("pair", "curate", "judge")])
     budget = ensure_budget(cfg, {s.arm: s for s in stages(cfg, {}) if s.stage == "train"}, storage)
     run_all([s for s in stages(cfg, budget) if s.stage in ("train", "eval")])
     from raypipe.experiment.plan import estimate

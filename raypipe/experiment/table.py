@@ -73,13 +73,30 @@ def collect(cfg, storage: io.Storage, plan: dict | None = None) -> dict:
     paired = (f"paired by {pairing['key']}: {pairing['paired']} problems of {pairing['union']} (every source "
               f"verified correct; {pairing['overlap']} in both)" if pairing else
               "not paired (each arm reads its whole source)" if cfg.pair_by == "none" else "pairing not finished")
-    return {"name": cfg.name, "model": cfg.model, "metric": "avg@n", "benchmarks": cfg.benchmarks,
+    return {"name": cfg.name, "model": cfg.model, "metric": "avg@n", "judge": judge_summaries(cfg.output, storage), "benchmarks": cfg.benchmarks,
             "titles": titles, "rows": rows, "pairing": paired, "budget": {k: budget.get(k) for k in (
                 "mode", "max_len", "overlong", "p99_length", "warning", "common_steps", "supervised_tokens_spread")},
             "drop_overlap": overlaps(drops), "prompt": {"same_in_training_and_evaluation": len(prompts) <= 1,
                                                         "versions": sorted({v for vs in prompts.values() for v in vs})},
-            "plan": plan, "links": {k: v for k, v in (("pairing", "paired/pairing.json"), ("budget", "budget/budget.json"))
+            "plan": plan, "links": {k: v for k, v in (("pairing", "paired/pairing.json"), ("budget", "budget/budget.json"),
+                                                      ("judge A", "judge/A/report.html"),
+                                                      ("judge B", "judge/B/report.html"))
                                     if io.exists(io.join(cfg.output, *v.split("/")), storage)}}
+
+
+JUDGE_FIGURES = ("trajectories", "steps", "propose_share", "p_propose_propose", "unlabelled_rate",
+                 "request_failure_rate")
+
+
+def judge_summaries(output: str, storage: io.Storage) -> dict[str, dict]:
+    """Per experiment source (A, B) judged: the judge and, per data source in it, the step-label figures."""
+    out = {}
+    for name in ("A", "B"):
+        summary = _json(io.join(output, "judge", name, "summary.json"), storage)
+        if summary:
+            out[name] = {"judge": summary["judge"], "sources": {
+                s: {k: v.get(k) for k in JUDGE_FIGURES} for s, v in summary["sources"].items()}}
+    return out
 
 
 def _pct(x) -> str:
@@ -109,9 +126,17 @@ def notes(table: dict) -> list[str]:
     b = table["budget"]
     spread = b.get("supervised_tokens_spread")
     spread = "-" if spread is None else f"{100 * spread:.2f} %"
+    trained = [r["trained_tokens"] for r in table["rows"] if r.get("trained_tokens")]
+    trained_spread = (max(trained) - min(trained)) / min(trained) if len(trained) > 1 else None
     out = [f"Data: {table['pairing']}.",
            f"Budget: {b.get('mode') or '-'} (same optimizer steps: {b.get('common_steps')}; supervised tokens spread "
-           f"between arms {spread}); max_len {b.get('max_len')}, p99 length of the paired data {b.get('p99_length')}."]
+           f"between arms {spread} in the data, "
+           f"{'-' if trained_spread is None else f'{100 * trained_spread:.2f} %'} as trained); max_len "
+           f"{b.get('max_len')}, p99 length of the paired data {b.get('p99_length')}."]
+    if b.get("mode") == "tokens" and trained_spread is not None and trained_spread > 0.01:
+        out.append("NOTE: the arms trained on supervised tokens more than 1 % apart: the common step count (the "
+                   "smallest arm's, or train.max_steps) cut the larger samples, or packing filled their steps "
+                   "unequally.")
     if b.get("warning"):
         out.append(f"WARNING: {b['warning']}.")
     p = table["prompt"]
@@ -122,6 +147,12 @@ def notes(table: dict) -> list[str]:
         out.append("Rows dropped by each filter: " + ", ".join(f"{a} {n}" for a, n in d["dropped"].items())
                    + ". Jaccard overlap: " + "; ".join(f"{a} ~ {c}: {'-' if j is None else f'{j:.2f}'}"
                                                      for a, c, j in d["jaccard"]) + ".")
+    for name, j in (table.get("judge") or {}).items():
+        for source, f in j["sources"].items():
+            out.append(f"Step judge ({j['judge']}) of source {name} ({source}): {f['trajectories']} trajectories, "
+                       f"{f['steps']} steps; Propose share {_pct(f['propose_share'])} %, P(Propose -> Propose) "
+                       f"{'-' if f['p_propose_propose'] is None else format(f['p_propose_propose'], '.2f')}, "
+                       f"unlabelled {_pct(f['unlabelled_rate'])} %.")
     if table.get("plan"):
         out.append(f"Estimated cost: {table['plan']['gpu_hours']:.2f} GPU-hours (upper bound "
                    f"{table['plan']['gpu_hours_upper']:.2f}) at MFU {table['plan']['cost']['mfu']}.")
