@@ -2,6 +2,7 @@
 supervised tokens (within 1 % or one row), whatever the arms' row counts and lengths."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -63,3 +64,34 @@ def test_prefix_for_tokens_is_within_one_row():
     sup = [10, 20, 30, 40]
     assert prefix_for_tokens(sup, 30) == 2 and prefix_for_tokens(sup, 33) == 2 and prefix_for_tokens(sup, 58) == 3
     assert prefix_for_tokens(sup, 1000) == 4
+
+
+def test_the_budget_measured_on_ray_predicts_what_sft_trains_on(ray_local, tmp_path, tiny_model_path, shared_data):
+    """Lengths come from a Ray Data map over the curated rows (the driver holds integers, not text); the sample the
+    budget writes is packed by SFT's own data preparation into exactly the rows and tokens the budget predicted."""
+    from raypipe.core import io
+    from raypipe.curate.config import CurateConfig
+    from raypipe.curate.job import run_curate
+    from raypipe.experiment.budget import measure, packed_rows, write_sample
+    from raypipe.train.data import prepare, source_names
+
+    src = shared_data / "trajectories" / "skyt1_math-correct-5K-27B_math500.jsonl"
+    out = tmp_path / "arm"
+    run_curate(CurateConfig(input=str(src), output=str(out), rule="keep-all", num_cpus=2, chunk_mb=1))
+    storage = io.Storage()
+    cfg = train(data=str(tmp_path / "sample"), model=tiny_model_path, max_len=8192, overlong="truncate", pack=True,
+                num_workers=1, micro_batch_size=1, grad_accum=1)
+    rows = measure(str(out / "curated"), tiny_model_path, cfg, 0, storage)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert rows.num_rows == manifest["counts"]["kept"] and sorted(rows.column("pos").to_pylist()) == list(
+        range(rows.num_rows))
+    keys = rows.column("key").to_pylist()
+    assert keys == sorted(keys)  # the seeded order
+    usable = rows.filter(rows.column("ok"))
+    chosen = usable.slice(0, usable.num_rows * 2 // 3)
+    assert write_sample(str(out / "curated"), chosen, cfg.data, storage) == chosen.num_rows
+    seq = [s for _, s in sorted(zip(chosen.column("pos").to_pylist(), chosen.column("seq").to_pylist()))]
+    _, stats = prepare(cfg, tiny_model_path, storage, source_names(cfg.data, storage))
+    assert stats["rows_used"] == chosen.num_rows and stats["tokens"] == sum(seq)
+    assert stats["train_rows"] == packed_rows(seq, cfg)
+    assert len(set(seq)) > 1 and stats["train_rows"] < len(seq)  # rows of many lengths, packed together

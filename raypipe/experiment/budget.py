@@ -48,15 +48,20 @@ def read_budget(cfg) -> dict | None:
 # --- pure: lengths -> matched budgets -----------------------------------------------------------------------
 
 
+def packed_rows(seq_lens: list[int], train) -> int:
+    """The training rows SFT makes of rows of these token lengths, read in this order (raypipe.train.data.prepare
+    packs them PACK_BATCH at a time)."""
+    if not train.pack:
+        return len(seq_lens)
+    from raypipe.train.packing import Doc, pack
+
+    return sum(len(pack([Doc(range(n), []) for n in seq_lens[i:i + PACK_BATCH]], train.max_len))
+               for i in range(0, len(seq_lens), PACK_BATCH))
+
+
 def steps_per_epoch(seq_lens: list[int], train) -> int:
     """SFT's steps per epoch for rows of these token lengths (raypipe.train.run.plan_steps, after packing)."""
-    rows = len(seq_lens)
-    if train.pack:
-        from raypipe.train.packing import Doc, pack
-
-        rows = sum(len(pack([Doc(range(n), []) for n in seq_lens[i:i + PACK_BATCH]], train.max_len))
-                   for i in range(0, len(seq_lens), PACK_BATCH))
-    return (rows // train.num_workers) // (train.micro_batch_size * train.grad_accum)
+    return (packed_rows(seq_lens, train) // train.num_workers) // (train.micro_batch_size * train.grad_accum)
 
 
 def prefix_for_tokens(supervised: list[int], target: int) -> int:
@@ -69,9 +74,11 @@ def prefix_for_tokens(supervised: list[int], target: int) -> int:
     return k + 1 if cum[k] - target <= target - below else max(k, 1)
 
 
-def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train) -> dict[str, dict]:
+def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train,
+                  positions: dict[str, list[int]] | None = None) -> dict[str, dict]:
     """Per arm (sequence lengths, supervised tokens) of its usable rows in seeded order -> the rows it trains on
-    (a prefix), its epochs, and the common number of optimizer steps."""
+    (a prefix), its epochs, and the common number of optimizer steps. `positions`: each row's place in the order SFT
+    reads them (packing depends on it); default: the seeded order."""
     take = {a: len(s) for a, (s, _) in arms.items()}
     if mode == "rows":
         n = min(take.values())
@@ -79,7 +86,8 @@ def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train
     elif mode == "tokens":
         target = min(int(sum(t)) for _, t in arms.values())
         take = {a: prefix_for_tokens(t, target) for a, (_, t) in arms.items()}
-    spe = {a: steps_per_epoch(s[:take[a]], train) for a, (s, _) in arms.items()}
+    spe = {a: steps_per_epoch(in_read_order(s[:take[a]], (positions or {}).get(a), take[a]), train)
+           for a, (s, _) in arms.items()}
     if min(spe.values(), default=0) == 0:
         small = sorted(a for a, v in spe.items() if v == 0)
         raise ValueError(f"arms {small} have too few usable rows for one optimizer step ({train.num_workers} workers x "
@@ -97,15 +105,21 @@ def match_budgets(arms: dict[str, tuple[list[int], list[int]]], mode: str, train
     return out
 
 
+def in_read_order(seq: list[int], positions: list[int] | None, n: int) -> list[int]:
+    if positions is None:
+        return list(seq)
+    return [int(x) for x in np.asarray(seq)[np.argsort(np.asarray(positions[:n]), kind="stable")]]
+
+
 # --- tokenizing the arms' curated rows ----------------------------------------------------------------------
 
 
-def seeded_order(table: pa.Table, seed: int) -> pa.Table:
-    """Rows in a seeded order of their own: salted, so that it is independent of the random rule's pick (which
+def order_keys(table: pa.Table, seed: int) -> np.ndarray:
+    """Each row's place in the seeded order: salted, so that it is independent of the random rule's pick (which
     hashes the same seed, source and id) and a budget sample never re-creates the A-drop-random arm."""
-    keys = [hash64("budget", str(seed), str(s), str(i)) for s, i in zip(table.column("source").to_pylist(),
-                                                                        table.column("id").to_pylist())]
-    return table.take(np.argsort(np.array(keys, dtype=np.int64), kind="stable"))
+    return np.array([hash64("budget", str(seed), str(s), str(i)) for s, i in zip(table.column("source").to_pylist(),
+                                                                              table.column("id").to_pylist())],
+                    dtype=np.int64)
 
 
 def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -133,20 +147,91 @@ def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, 
     return tuple(np.array(x, dtype=np.int64) for x in (raw, seq, sup)) + (np.array(ok, dtype=bool),)
 
 
-def arm_rows(curate_out: str, storage: io.Storage) -> tuple[pa.Table | None, pa.Table | None]:
-    """(curated rows, rows its rule dropped) of one arm's curation."""
-    curated = io.read_parquet_dir(io.join(curate_out, "curated"), storage)
-    dropped = io.read_parquet_dir(io.join(curate_out, "dropped"), storage)
-    if dropped is not None and dropped.num_rows:
-        dropped = dropped.filter(pc.starts_with(pc.fill_null(dropped.column("reason"), ""), "rule:"))
-    return curated, dropped
+class Lengths:
+    """Ray Data actor: curated rows -> (source, id, seeded order key, raw, seq, sup, ok), tokenized as SFT renders
+    them. `rule_only`: only the rows a rule dropped (reason rule:...), the arm's rows before its filter."""
+
+    def __init__(self, model_path: str, train: str, seed: int, rule_only: bool = False):
+        from raypipe.tiny import load_tokenizer
+        from raypipe.train.config import TrainConfig
+
+        self.tokenizer = load_tokenizer(model_path)
+        self.train = TrainConfig.model_validate_json(train)
+        self.seed, self.rule_only = seed, rule_only
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.rule_only:
+            batch = batch.filter(pc.starts_with(pc.fill_null(batch.column("reason"), ""), "rule:"))
+        raw, seq, sup, ok = lengths(batch, self.tokenizer, self.train)
+        return pa.table({"source": batch.column("source").cast(pa.string()), "id": batch.column("id").cast(pa.string()),
+                         "key": order_keys(batch, self.seed), "raw": raw, "seq": seq, "sup": sup, "ok": ok})
+
+
+READ_COLUMNS = ("problem", "thinking", "final", "response", "markup", "source", "id", "reason")
+
+
+def parquet_files(uri: str, storage: io.Storage) -> list[str]:
+    """The Parquet files of a folder, in the order the budget reads and writes them."""
+    return sorted(n for n in io.list_names(uri, storage) if n.endswith(".parquet"))
+
+
+def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, rule_only: bool = False) -> pa.Table:
+    """Every row's lengths (Lengths) with its position `pos` in the folder read in file order: a Ray Data map over
+    the rows, so the driver holds a few integers per row, never the text."""
+    import pyarrow.dataset as pads
+    import ray
+
+    files = parquet_files(uri, storage)
+    empty = pa.table({"source": pa.array([], pa.string()), "id": pa.array([], pa.string()), "pos": pa.array([], pa.int64())})
+    if not files:
+        return empty
+    fs, path = storage.filesystem(uri)
+    paths = [f"{path.rstrip('/')}/{f}" for f in files]
+    names = pads.dataset(paths, filesystem=fs, format="parquet").schema.names
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=[c for c in READ_COLUMNS if c in names])
+    cpus = ray.cluster_resources().get("CPU", 1)
+    out = ds.map_batches(Lengths, fn_constructor_kwargs={"model_path": model_path, "train": train.model_dump_json(),
+                                                         "seed": seed, "rule_only": rule_only},
+                         batch_format="pyarrow", batch_size=256, num_cpus=0.5,
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(2 * cpus - 1))))
+    measured = [t for t in (ray.get(r) for r in out.to_arrow_refs()) if t.num_rows]
+    if not measured:
+        return empty
+    table = pa.concat_tables(measured)
+    # where each row sits when the folder is streamed file by file (write_sample's order)
+    order = pa.concat_tables([io.read_parquet(io.join(uri, f), storage, columns=["source", "id"]) for f in files])
+    order = order.cast(pa.schema([("source", pa.string()), ("id", pa.string())]))
+    if len(set(zip(order.column("source").to_pylist(), order.column("id").to_pylist()))) != order.num_rows:
+        raise ValueError(f"{uri}: (source, id) is not unique; the budget cannot place its rows")
+    order = order.append_column("pos", pa.array(np.arange(order.num_rows), pa.int64()))
+    return table.join(order, ["source", "id"]).sort_by([("key", "ascending"), ("pos", "ascending")])
+
+
+def write_sample(src: str, chosen: pa.Table, dst: str, storage: io.Storage) -> int:
+    """The chosen (source, id) rows of the folder src, streamed one row group at a time in file order into one
+    file (so SFT reads them in the order the budget packed them)."""
+    import pyarrow.parquet as pq
+
+    keys = set(zip(chosen.column("source").to_pylist(), chosen.column("id").to_pylist()))
+    out = io.ParquetStream(io.join(dst, "part-00000.parquet"), storage)
+    for name in parquet_files(src, storage):
+        fs, path = storage.filesystem(io.join(src, name))
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            for g in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(g)
+                mask = [(s, i) in keys for s, i in zip(t.column("source").cast(pa.string()).to_pylist(),
+                                                       t.column("id").cast(pa.string()).to_pylist())]
+                if any(mask):
+                    out.write(t.filter(pa.array(mask)))
+    return out.close()
 
 
 def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     """budget.json for the arms' curated data (reused when its inputs are unchanged), with each arm's train
     settings: data (a seeded sample under budget/<digest>/<arm>/ for rows and tokens), max_steps and epochs.
     `train_stages`: each arm's train stage as it is before the budget."""
-    from raypipe.tiny import load_tokenizer
     from raypipe.train.worker import local_model_path
 
     if not train_stages:
@@ -159,33 +244,45 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     previous = read_budget(cfg)
     if previous and previous.get("digest") == digest:
         return previous
-    tokenizer = load_tokenizer(local_model_path(first.model, storage))
-    per_arm, usable, before_lens = {}, {}, {}
-    tables = {}
-    for arm, stage in train_stages.items():
-        curated, dropped = arm_rows(stage.settings.data, storage)
-        if curated is None or not curated.num_rows:
-            raise ValueError(f"arm {arm}: curation kept no rows ({stage.settings.data})")
-        curated = seeded_order(curated, cfg.seed)
-        full, seq, sup, ok = lengths(curated, tokenizer, first)
-        dfull = lengths(dropped, tokenizer, first)[0] if dropped is not None and dropped.num_rows else np.array([])
-        before = np.concatenate([full, dfull])
-        before_lens[arm] = before
-        tables[arm] = curated.filter(pa.array(ok))
-        usable[arm] = (seq[ok].tolist(), sup[ok].tolist())
-        per_arm[arm] = {"curated_rows": curated.num_rows, "usable_rows": int(ok.sum()),
-                        "overlong_before": int((before > first.max_len).sum()), "rows_before": int(len(before)),
-                        "overlong_after": int((full > first.max_len).sum()), "rows_after": curated.num_rows,
-                        "dropped_overlong": int((~ok).sum())}
-    matched = match_budgets(usable, cfg.budget, first)
-    for arm, m in matched.items():
-        data = train_stages[arm].settings.data
-        if cfg.budget in ("rows", "tokens"):
-            data = io.join(cfg.output, "budget", digest, arm)  # a new budget is new data: finished SFT is not reused
-            io.remove_tree(data, storage)
-            io.write_parquet(tables[arm].slice(0, m["rows"]), io.join(data, "part-00000.parquet"), storage)
-        train = {"data": data, "max_steps": m["steps"], "epochs": m["epochs"]} if cfg.budget != "none" else {}
-        per_arm[arm].update(m, train=train)
+    import ray
+
+    from raypipe.ray_env import ensure_ray, in_cluster_job
+
+    started = not ray.is_initialized()
+    ensure_ray(first.num_cpus)  # a submitted job joins its cluster; a local run starts Ray for the budget alone
+    try:
+        model_path = local_model_path(first.model, storage)
+        per_arm, usable, before_lens, chosen_pos, rows = {}, {}, {}, {}, {}
+        for arm, stage in train_stages.items():
+            curated = measure(io.join(stage.settings.data, "curated"), model_path, first, cfg.seed, storage)
+            if not curated.num_rows:
+                raise ValueError(f"arm {arm}: curation kept no rows ({stage.settings.data})")
+            dropped = measure(io.join(stage.settings.data, "dropped"), model_path, first, cfg.seed, storage,
+                              rule_only=True)
+            full = curated.column("raw").to_numpy()
+            ok = curated.column("ok").to_numpy(zero_copy_only=False)
+            before = np.concatenate([full, dropped.column("raw").to_numpy() if dropped.num_rows else np.array([])])
+            before_lens[arm] = before
+            rows[arm] = curated.filter(pa.array(ok))
+            usable[arm] = (rows[arm].column("seq").to_pylist(), rows[arm].column("sup").to_pylist())
+            chosen_pos[arm] = rows[arm].column("pos").to_pylist()
+            per_arm[arm] = {"curated_rows": curated.num_rows, "usable_rows": int(ok.sum()),
+                            "overlong_before": int((before > first.max_len).sum()), "rows_before": int(len(before)),
+                            "overlong_after": int((full > first.max_len).sum()), "rows_after": curated.num_rows,
+                            "dropped_overlong": int((~ok).sum())}
+        matched = match_budgets(usable, cfg.budget, first, chosen_pos)
+        for arm, m in matched.items():
+            data = train_stages[arm].settings.data
+            if cfg.budget in ("rows", "tokens"):
+                data = io.join(cfg.output, "budget", digest, arm)  # a new budget is new data: finished SFT is not reused
+                io.remove_tree(data, storage)
+                write_sample(io.join(train_stages[arm].settings.data, "curated"), rows[arm].slice(0, m["rows"]), data,
+                             storage)
+            train = {"data": data, "max_steps": m["steps"], "epochs": m["epochs"]} if cfg.budget != "none" else {}
+            per_arm[arm].update(m, train=train)
+    finally:
+        if started and not in_cluster_job():
+            ray.shutdown()  # the stages that follow start their own
     reference = [before_lens[a] for a in ("A-all", "B-all") if a in before_lens] or list(before_lens.values())
     p99 = float(np.percentile(np.concatenate(reference), 99)) if reference else None
     warning = (f"max_len {first.max_len} is below the paired data's p99 length ({p99:.0f} tokens): the over-long "
