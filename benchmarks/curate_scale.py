@@ -66,9 +66,12 @@ def build_short(dst: Path, rows: int, shards: int = 16) -> int:
 
 
 def build_big(dst: Path, gb: float, shards: int = 16) -> tuple[Path, Path, int]:
-    """(the one file, the folder of shards, bytes): the same rows in both."""
+    """(the one file, the folder of shards, bytes): the same rows in both, the shards as contiguous slices of the
+    file (as `split -n l/16` makes them). Dealing rows round-robin instead would put each trajectory's copies 75
+    rows apart in a shard, inside the Parquet compressor's reach: 5x smaller, faster-written parts that flatter
+    the sharded run."""
     one, many = dst / "one", dst / "many"
-    stamp = dst / f"done-{gb}"
+    stamp = dst / f"done-v2-{gb}"
     if not stamp.exists():
         shutil.rmtree(dst, ignore_errors=True)
         one.mkdir(parents=True)
@@ -83,7 +86,7 @@ def build_big(dst: Path, gb: float, shards: int = 16) -> tuple[Path, Path, int]:
                 for r in src:
                     line = json.dumps({**r, "id": f"{r['id']}#{c}", "problem": f"{r['problem']} (copy {c})"}) + "\n"
                     big.write(line)
-                    handles[n % shards].write(line)
+                    handles[n * shards // (copies * len(src))].write(line)
                     n += 1
         for h in handles:
             h.close()
