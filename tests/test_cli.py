@@ -159,10 +159,14 @@ def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
 
     from raypipe.experiment.config import ExperimentConfig
 
+    def section_of(stage):  # `judge: JudgeSection | None` (no judge stage when unset)
+        annotation = ExperimentConfig.model_fields[stage].annotation
+        return next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+
     reached, fixed, skipped = {}, [], []
     set_by_arm = {("curate", "rule")}  # the arm below (A-all) fixes its rule; `plugins` are modules to import
     for stage, model in STAGE_MODELS.items():
-        section = ExperimentConfig.model_fields[stage].annotation
+        section = section_of(stage)
         for name, field in section.model_fields.items():
             if (stage, name) in set_by_arm or name == "plugins":
                 skipped.append((stage, name))
@@ -183,12 +187,14 @@ def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
                 break
             else:
                 fixed.append((stage, name))
-    sections = sum(len(ExperimentConfig.model_fields[s].annotation.model_fields) for s in STAGE_MODELS)
+    sections = sum(len(section_of(s).model_fields) for s in STAGE_MODELS)
     assert len(reached) + len(fixed) + len(skipped) == sections and len(reached) > 60, len(reached)
     # one valid value each today (grader, the prompt versions the candidates do not name); the experiment holds
-    # train.template at auto (evaluation renders through the chat template) and eval.max_model_len above max_tokens
+    # train.template at auto (evaluation renders through the chat template) and eval.max_model_len above max_tokens;
+    # judge.backend alone: another backend needs its endpoint (openai) or model (vllm) beside it
     assert set(fixed) <= {("eval", "prompt_version"), ("train", "prompt_version"), ("curate", "grader"),
-                          ("train", "template"), ("eval", "max_model_len")}, fixed
+                          ("train", "template"), ("eval", "max_model_len"), ("judge", "backend")}, fixed
+    assert ("judge", "endpoint") in reached and ("judge", "limit") in reached
 
 
 # What the previous release (before settings models) computed; earlier runs resume only if these hold.
