@@ -67,7 +67,7 @@ def test_prefix_for_tokens_is_within_one_row():
 
 
 def test_the_budget_measured_on_ray_predicts_what_sft_trains_on(ray_local, tmp_path, tiny_model_path, shared_data):
-    """Lengths come from a Ray Data map over the curated rows (the driver holds integers, not text); the sample the
+    """Lengths come from a Ray Data map over the curated rows (the driver holds ids and integers, not text); the sample the
     budget writes is packed by SFT's own data preparation into exactly the rows and tokens the budget predicted."""
     from raypipe.core import io
     from raypipe.curate.config import CurateConfig

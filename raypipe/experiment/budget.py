@@ -177,7 +177,7 @@ def parquet_files(uri: str, storage: io.Storage) -> list[str]:
 
 def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, rule_only: bool = False) -> pa.Table:
     """Every row's lengths (Lengths) with its position `pos` in the folder read in file order: a Ray Data map over
-    the rows, so the driver holds a few integers per row, never the text."""
+    the rows, so the driver holds each row's source, id and a few integers, never its text."""
     import pyarrow.dataset as pads
     import ray
 
