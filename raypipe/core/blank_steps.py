@@ -29,7 +29,8 @@ def blank_counts_apply(lexicon: Lexicon) -> bool:
     return bool(lexicon.markers) and all(len(m.split()) == 1 and any(c.isalnum() for c in m) for m in lexicon.markers)
 
 
-def _offsets(arr: pa.Array) -> np.ndarray:
+def value_offsets(arr: pa.Array) -> np.ndarray:
+    """The value offsets of a (large) string or list array as int64, its slice offset applied."""
     width = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_list(arr.type) else np.int32
     return np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
 
@@ -67,9 +68,9 @@ def blank_step_counts(thinking: pa.Array, lexicon: Lexicon) -> tuple[np.ndarray,
     """(n_steps, n_branch_steps, n_markers) of a string array without nulls, for the blank-line segmenter."""
     n = len(thinking)
     pieces = pc.split_pattern_regex(thinking, lexicon.pattern())
-    rows = _offsets(pieces)
+    rows = value_offsets(pieces)
     values = pieces.flatten()
-    po = _offsets(values)
+    po = value_offsets(values)
     per_row = np.diff(rows)
     piece_row = np.repeat(np.arange(n), per_row)
     buf = values.buffers()[2]

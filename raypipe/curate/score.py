@@ -11,11 +11,11 @@ import json
 import time
 from collections import Counter, defaultdict
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.core import io
+from raypipe.core.blank_steps import value_offsets
 from raypipe.core.errors import LayoutError
 from raypipe.core.formats import InputFormat, make_format
 from raypipe.core.schema import records_table
@@ -129,11 +129,7 @@ def content_hashes(scored: pa.Table) -> pa.Array:
 def _utf8_spans(column: pa.ChunkedArray) -> tuple[memoryview, list[int]]:
     """(data buffer, value offsets) of a string column without nulls (the record schema's) as one array."""
     arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if pa.types.is_string(arr.type):
-        arr = arr.cast(pa.large_string())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    data = memoryview(arr.buffers()[2] or b"")
-    return data, offsets.tolist()
+    return memoryview(arr.buffers()[2] or b""), value_offsets(arr).tolist()
 
 
 def unconsumed_text(meta: pa.ChunkedArray) -> pa.Array:
