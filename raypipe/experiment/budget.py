@@ -176,8 +176,9 @@ def parquet_files(uri: str, storage: io.Storage) -> list[str]:
 
 
 def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, rule_only: bool = False) -> pa.Table:
-    """Every row's lengths (Lengths) with its position `pos` in the folder read in file order: a Ray Data map over
-    the rows, so the driver holds each row's source, id and a few integers, never its text."""
+    """Every row's lengths (Lengths) with its position `pos` in the folder read in file order (not for rule_only
+    rows, which are only counted): a Ray Data map over the rows, so the driver holds each row's source, id and a
+    few integers, never its text."""
     import pyarrow.dataset as pads
     import ray
 
@@ -199,6 +200,8 @@ def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, ru
     if not measured:
         return empty
     table = pa.concat_tables(measured)
+    if rule_only:  # rows before the filter: their lengths are counted, never sampled, so they need no place
+        return table
     # where each row sits when the folder is streamed file by file (write_sample's order)
     order = pa.concat_tables([io.read_parquet(io.join(uri, f), storage, columns=["source", "id"]) for f in files])
     order = order.cast(pa.schema([("source", pa.string()), ("id", pa.string())]))
