@@ -1,11 +1,12 @@
 """The evaluation's settings: `raypipe eval`'s flags, its --config YAML, and the experiment's eval stage."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 
 from raypipe.core import io as rio
+from raypipe.core.graders import GRADERS
 from raypipe.core.registry import registered
 from raypipe.core.scoring import ScoringConfig
 from raypipe.core.prompts import PromptSettings
@@ -48,6 +49,11 @@ class EvalConfig(PromptSettings):
                            "line, or a regex")
     verify_timeout_s: float = Field(5.0, gt=0, validation_alias=AliasChoices("verify_timeout_s", "verify_timeout"),
                                     description="bound in seconds per answer comparison")
+    answer_from: Literal["final", "final-or-thinking"] = Field(
+        "final", description="as in curation: final grades the final part only; final-or-thinking also a finished "
+        "reasoning's last \\boxed{} when no answer follows it")
+    grader: registered(GRADERS) = Field("math-verify", description="how answers are compared with references (as "
+                                        "in curation)")
     # Execution settings: how it runs, not what it measures (not hashed).
     served_model_name: str | None = Field(None, description="openai: the model name to request (default: the first "
                                           "listed)")
@@ -93,7 +99,7 @@ class EvalConfig(PromptSettings):
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(lexicon=self.lexicon, segmenter=self.segmenter, verify_timeout_s=self.verify_timeout_s,
-                             verify_workers=self.verify_workers)
+                             verify_workers=self.verify_workers, answer_from=self.answer_from, grader=self.grader)
 
     def storage(self) -> rio.Storage:
         return rio.Storage(self.s3_endpoint, self.s3_region)

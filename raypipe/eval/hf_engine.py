@@ -15,6 +15,7 @@ class HFEngine:
         self.threads = threads
         self.model = None
         self.tokenizer = None
+        self.stop_ids: list[int] = []
         self._lock = threading.Lock()  # one generate at a time per engine (Serve replicas may call from threads)
 
     def setup(self) -> "HFEngine":
@@ -34,6 +35,9 @@ class HFEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype if self.dtype == "auto" else getattr(torch, self.dtype))
         self.model.eval()
+        from raypipe.eval.prompting import stop_token_ids
+
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
         return self
 
     def render(self, messages: list[dict]) -> str:
@@ -43,7 +47,9 @@ class HFEngine:
 
     def generate(self, prompts: list[str], max_tokens: int, temperature: float, top_p: float,
                  seed: int | None = None, stop_ids: list[int] | None = None) -> list[dict]:
-        """One completion per prompt: {text, finish_reason, prompt_tokens, completion_tokens, seconds}."""
+        """One completion per prompt: {text, finish_reason, prompt_tokens, completion_tokens, seconds}. Generation
+        stops at EOS or the chat template's end of turn; the text keeps special tokens such as `<think>`, so that a
+        reply cut inside its reasoning still shows it."""
         import torch
 
         self.setup()
@@ -55,7 +61,7 @@ class HFEngine:
                 if seed is not None:
                     torch.manual_seed(seed + start)
                 enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-                eos = [self.tokenizer.eos_token_id] + list(stop_ids or [])
+                eos = self.stop_ids + [i for i in stop_ids or [] if i not in self.stop_ids]
                 kwargs = dict(max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
                 if temperature > 0:
                     kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
@@ -68,7 +74,7 @@ class HFEngine:
                 stop_at = next((j for j, t in enumerate(row) if t in eos), None)
                 ids = row if stop_at is None else row[:stop_at]
                 out.append({
-                    "text": self.tokenizer.decode(ids, skip_special_tokens=True),
+                    "text": self.tokenizer.decode(ids, skip_special_tokens=False),
                     "finish_reason": "length" if stop_at is None else "stop",
                     "prompt_tokens": int(enc["attention_mask"][i].sum()),
                     "completion_tokens": len(ids) + (0 if stop_at is None else 1),

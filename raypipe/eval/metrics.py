@@ -81,7 +81,21 @@ def branch_stats(samples: list[dict]) -> dict:
                                or s.get("thought_complete") is False) / n,
         "truncated_rate": sum(1 for s in samples if s.get("finish_reason") == "length") / n,
         "no_answer_rate": sum(1 for s in samples if s.get("verdict") == "no_answer") / n,
+        **judged_steps(samples),
     }
+
+
+def judged_steps(samples: list[dict]) -> dict:
+    """The keyword step judge's Propose share and P(Propose -> Propose) over the outputs' reasoning steps (grading
+    stores each sample's labels as letters), as the judge reports them for the teachers' traces."""
+    from raypipe.diagnostics.judge import LABELS, label_shares, transition_counts, transition_probs
+
+    names = {label[0]: label for label in LABELS}
+    seqs = [[names[c] for c in s["step_labels"]] for s in samples if s.get("step_labels") is not None]
+    if not seqs:
+        return {}
+    _, shares = label_shares(seqs)
+    return {"propose_share": shares["propose"], "p_propose_propose": transition_probs(transition_counts(seqs))[0][0]}
 
 
 def benchmark_metrics(samples: list[dict], n: int) -> dict:

@@ -6,6 +6,7 @@ Tensor parallelism and the number of engine replicas are configurable. vLLM is a
 from __future__ import annotations
 
 from raypipe.eval.backends.base import BACKENDS, Backend
+from raypipe.eval.prompting import strip_stops
 from raypipe.eval.sampling import GenRequest, GenResult, Sampling
 
 
@@ -13,6 +14,22 @@ def _have_gpu() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def reply_stops(model_path: str) -> tuple[list[int], list[str]]:
+    """(ids, texts) of the tokens that end a reply (raypipe.eval.prompting.stop_token_ids), read here on the driver."""
+    from raypipe.eval.prompting import stop_token_ids
+    from raypipe.tiny import load_tokenizer
+
+    try:
+        from transformers import GenerationConfig
+
+        generation_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except (OSError, ValueError):
+        generation_eos = None
+    tokenizer = load_tokenizer(model_path)
+    ids = stop_token_ids(tokenizer, generation_eos)
+    return ids, [tokenizer.convert_ids_to_tokens(i) for i in ids]
 
 
 @BACKENDS.register("vllm")
@@ -27,6 +44,8 @@ class VLLMBackend(Backend):
         self.max_model_len = max_model_len
         self.engine_kwargs = dict(engine_kwargs or {})
         self.cpu = False
+        self.stop_ids: list[int] = []
+        self.stop_texts: list[str] = []
 
     @classmethod
     def from_config(cls, config) -> "VLLMBackend":
@@ -46,6 +65,7 @@ class VLLMBackend(Backend):
         ensure_ray()
         self.model = resolve_model(self.model)
         self.cpu = not _have_gpu()
+        self.stop_ids, self.stop_texts = reply_stops(self.model)
         return self
 
     def processor_config(self):
@@ -69,12 +89,15 @@ class VLLMBackend(Backend):
 
         if not requests:
             return []
-        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
+        # Stop at the chat template's end of turn too, and keep special tokens (`<think>`) in the text.
+        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+                  "stop_token_ids": self.stop_ids, "skip_special_tokens": False}
+        stops = self.stop_texts
         processor = build_processor(
             self.processor_config(),
             preprocess=lambda row: {"key": row["key"], "messages": row["messages"],
                                     "sampling_params": {**params, "seed": int(row["seed"])}},
-            postprocess=lambda row: {"key": row["key"], "text": row.get("generated_text") or "",
+            postprocess=lambda row: {"key": row["key"], "text": strip_stops(row.get("generated_text") or "", stops),
                                      "prompt_tokens": row.get("num_input_tokens"),
                                      "completion_tokens": row.get("num_generated_tokens"),
                                      "error": row.get("__inference_error__") or None,
