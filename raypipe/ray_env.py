@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 
 def in_cluster_job() -> bool:
@@ -74,3 +77,58 @@ def plugin_paths(plugins: list[str] | tuple[str, ...]) -> list[str]:
         if path and "site-packages" not in path and path not in paths:
             paths.append(path)
     return paths
+
+
+# Lines Ray 2.60 prints that are not about the job, so that a clean run prints no ERROR and no repeated warning:
+# - the core worker's ERROR for every actor whose constructor takes an actor handle (ray-project/ray#57733);
+# - Ray Train's placement-group cleaner, every few seconds, where a local Ray runs without the dashboard (its state
+#   API): it cannot ask whether the controller lives, and keeps watching;
+# - Ray Train's INFO line for every report, which repeats the metrics that metrics.jsonl holds.
+SPURIOUS = (b"has constructor arguments in the object store and max_restarts > 0",
+            b"Failed to query Ray Train Controller actor state", b"Reporting training result")
+
+
+@contextmanager
+def quiet_ray() -> Iterator[None]:
+    """Ray Data's per-operator logs and bars off (a job prints its own progress), and the known spurious lines
+    (SPURIOUS) filtered out of this process's stderr; everything else passes through unchanged."""
+    import logging
+    import threading
+
+    data_log = logging.getLogger("ray.data")
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending = b""
+        while True:
+            data = os.read(read_end, 65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            keep = [ln for ln in lines if not any(s in ln for s in SPURIOUS)]
+            out = b"".join(ln + b"\n" for ln in keep)
+            if b"\n" not in pending and b"\r" in pending:  # a progress bar's redraw: pass it on now
+                out, pending = out + pending, b""
+            if out:
+                os.write(saved, out)
+        if pending:
+            os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump drains and stops
+        thread.join(timeout=5)
+        os.close(read_end)
+        os.close(saved)
+        data_log.setLevel(level)

@@ -230,3 +230,29 @@ def test_zero3_with_s3_checkpoints(ray_local, curated, s3_bucket, tmp_path):
                     destination_filesystem=pafs.LocalFileSystem())
     model = AutoModelForCausalLM.from_pretrained(local)
     assert model.config.num_hidden_layers == 2 and all(p.numel() for p in model.parameters())
+
+
+def test_truncation_keeps_a_minimum_and_counts_the_tokens_cut(tokenizer, records):
+    r = records[-1]
+    full = render(tokenizer, r["problem"], r["thinking"], r["final"], 10**6)
+    n, prompt = len(full.example.input_ids), full.example.labels.count(IGNORE)
+    cut = render(tokenizer, r["problem"], r["thinking"], r["final"], prompt + 40, "truncate", min_kept=32)
+    assert cut.status == "truncated" and cut.tokens_cut == n - prompt - 40
+    assert len(cut.example.input_ids) == prompt + 40
+    # two completion tokens of reasoning and no answer: dropped, not trained
+    short = render(tokenizer, r["problem"], r["thinking"], r["final"], prompt + 2, "truncate", min_kept=32)
+    assert short.status == "dropped_overlong" and short.example is None
+
+
+def test_every_epoch_after_the_first_reads_its_own_seeded_order():
+    from raypipe.train.order import epoch_order
+
+    rows = list(range(500))
+    first = list(epoch_order(iter(rows), seed=0, epoch=0, buffer=10_000))
+    second, third = (list(epoch_order(iter(rows), seed=0, epoch=e, buffer=10_000)) for e in (1, 2))
+    assert first == rows, "the first epoch keeps the prepared (already shuffled) order"
+    assert sorted(second) == rows and sorted(third) == rows and second != third != rows
+    assert second == list(epoch_order(iter(rows), seed=0, epoch=1, buffer=10_000)), "a resumed run sees it again"
+    local = list(epoch_order(iter(rows), seed=0, epoch=1, buffer=50))
+    assert sorted(local) == rows and local != rows
+    assert list(epoch_order(iter(rows), seed=0, epoch=3, buffer=0)) == rows

@@ -28,7 +28,8 @@ from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
 from raypipe.curate.groupby import chunk_policy, read_reference
 from raypipe.curate.phase2 import reference_folder, select_policy
-from raypipe.curate.progress import progress, quiet_ray
+from raypipe.curate.progress import progress
+from raypipe.ray_env import quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
 

@@ -29,7 +29,7 @@ from raypipe.core.settings import config_hash
 BUDGET_VERSION = 3  # what budget.json holds; another version is recomputed
 HUGE = 1 << 40
 PACK_BATCH = 4096  # rows packed together by SFT's data preparation (raypipe.train.data.pack_batch)
-RENDER_FIELDS = ("model", "max_len", "overlong", "template", "think_open", "think_close", "prompt_version", "pack",
+RENDER_FIELDS = ("model", "max_len", "overlong", "truncate_min_tokens", "template", "think_open", "think_close", "prompt_version", "pack",
                  "micro_batch_size", "grad_accum", "num_workers", "epochs", "max_steps", "seed")
 
 
@@ -140,7 +140,8 @@ def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, 
         raw.append(n)
         if r.example is not None and n <= train.max_len:
             seq.append(n), sup.append(n - prompt), ok.append(True)
-        elif r.example is not None and train.overlong == "truncate" and prompt < train.max_len - 1:
+        elif (r.example is not None and train.overlong == "truncate"
+              and train.max_len - prompt >= max(2, train.truncate_min_tokens)):  # render()'s rule
             seq.append(train.max_len), sup.append(train.max_len - prompt), ok.append(True)
         else:
             seq.append(0), sup.append(0), ok.append(False)
@@ -272,7 +273,10 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
             per_arm[arm] = {"curated_rows": curated.num_rows, "usable_rows": int(ok.sum()),
                             "overlong_before": int((before > first.max_len).sum()), "rows_before": int(len(before)),
                             "overlong_after": int((full > first.max_len).sum()), "rows_after": curated.num_rows,
-                            "dropped_overlong": int((~ok).sum())}
+                            "dropped_overlong": int((~ok).sum()),
+                            # truncated rows train reasoning without its answer (the final part comes last)
+                            "truncated_without_answer": int((ok & (full > first.max_len)).sum()),
+                            "tokens_cut": int(np.maximum(full[ok] - first.max_len, 0).sum())}
         matched = match_budgets(usable, cfg.budget, first, chosen_pos)
         for arm, m in matched.items():
             data = train_stages[arm].settings.data

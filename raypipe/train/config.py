@@ -32,7 +32,9 @@ class TrainConfig(RenderSettings):
                         "checkpoints")
     max_len: int = Field(4096, ge=16, description="max tokens per trajectory / packed row")
     overlong: Literal["drop", "truncate"] = Field("drop", description="rows longer than --max-len: drop or truncate "
-                                                  "them (counted either way)")
+                                                  "them (counted either way; a truncated row loses its answer)")
+    truncate_min_tokens: int = Field(32, ge=2, description="overlong truncate: a row keeps at least this many "
+                                     "completion tokens, else it is dropped (tokens cut are counted)")
     pack: bool = Field(False, description="pack trajectories into rows of --max-len tokens, isolated per document")
     attention: Literal["auto", "flash_varlen", "flex", "sdpa_block"] = Field(
         "auto", description="packed isolation path (auto: flash_varlen with flash-attn, else flex on GPU, sdpa_block "
@@ -59,10 +61,17 @@ class TrainConfig(RenderSettings):
     loss_chunk_tokens: int = Field(4096, ge=64, description="tokens per chunk of the output projection + loss (the "
                                    "full logits are never materialised)")
     seed: int = Field(0, description="seed of the data order and of torch's random state")
+    shuffle_buffer: int = Field(10000, ge=0, description="rows each worker holds to reorder its rows in every epoch "
+                                "after the first (0: every epoch in the same order)")
+    init: Literal["checkpoint", "scratch"] = Field("checkpoint", description="checkpoint: start from --model's "
+                                                   "weights; scratch: its architecture with weights drawn from "
+                                                   "--seed (training from scratch)")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker (0: train on CPU)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker")
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints (0: only at the end)")
+    report_every: int = Field(20, ge=1, description="optimizer steps between metric reports to Ray Train (every "
+                              "step goes to metrics.jsonl; a report waits for the controller's poll, about 2 s)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (the latest ones)")
     storage: str | None = Field(None, description="Ray Train storage_path for checkpoints (default <output>/ray)")
     run_name: str = Field("sft", description="Ray Train run name (a restart with the same name resumes)")

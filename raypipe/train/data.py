@@ -45,15 +45,16 @@ class Tokenize:
     """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status, kind."""
 
     def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str],
-                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE, prompt_version: str = "v1-raw"):
+                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE, prompt_version: str = "v1-raw",
+                 min_kept: int = 2):
         from raypipe.tiny import load_tokenizer
 
         self.tokenizer = load_tokenizer(model_path)
-        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close, prompt_version))
+        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close, prompt_version), min_kept)
         self.sources = {s: i for i, s in enumerate(sources)}
 
     def __call__(self, batch: dict) -> dict:
-        out = {"input_ids": [], "labels": [], "source": [], "status": [], "kind": []}
+        out = {"input_ids": [], "labels": [], "source": [], "status": [], "kind": [], "cut": []}
         n = len(batch["problem"])
         srcs = batch["source"] if "source" in batch else ["all"] * n
         thinking, final = canonical_parts(batch)
@@ -65,7 +66,7 @@ class Tokenize:
             except Exception as e:  # a row the tokenizer cannot take: counted, never a crash
                 log.warning("row not tokenized: %s", e)
                 out["input_ids"].append([]), out["labels"].append([]), out["source"].append(0)
-                out["status"].append("error"), out["kind"].append("")
+                out["status"].append("error"), out["kind"].append(""), out["cut"].append(0)
                 continue
             ex = r.example
             out["input_ids"].append(ex.input_ids if ex else [])
@@ -73,6 +74,7 @@ class Tokenize:
             out["source"].append(self.sources.get(src, 0))
             out["status"].append(r.status)
             out["kind"].append(r.kind)
+            out["cut"].append(r.tokens_cut)
         return out
 
 
@@ -93,6 +95,7 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False  # the training prints its own progress
     uri = resolve_data(cfg.data, storage)
     fs, path = storage.filesystem(uri)
     names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
@@ -108,11 +111,14 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
         Tokenize, fn_constructor_kwargs={"model_path": model_path, "max_len": cfg.max_len, "overlong": cfg.overlong,
                                          "template": cfg.template, "sources": sources,
                                          "think_open": cfg.think_open, "think_close": cfg.think_close,
-                                         "prompt_version": cfg.prompt_version},
+                                         "prompt_version": cfg.prompt_version,
+                                         "min_kept": cfg.truncate_min_tokens},
         batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=num_cpus_per_actor,
     ).materialize()
-    pairs = Counter((s, k) for b in tokenized.select_columns(["status", "kind"]).iter_batches(
-        batch_size=4096, batch_format="numpy") for s, k in zip(b["status"].tolist(), b["kind"].tolist()))
+    pairs, tokens_cut = Counter(), 0
+    for b in tokenized.select_columns(["status", "kind", "cut"]).iter_batches(batch_size=4096, batch_format="numpy"):
+        pairs.update(zip(b["status"].tolist(), b["kind"].tolist()))
+        tokens_cut += int(b["cut"].sum())
     status, used = Counter(), Counter()
     for (s, k), n in pairs.items():
         status[s] += n
@@ -125,7 +131,8 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     tokens = sum(int(np.sum(x)) for b in rows.select_columns(["doc_lens"]).iter_batches(
         batch_size=4096, batch_format="numpy") for x in b["doc_lens"])
     stats = {"input_rows": sum(status.values()), "rows_used": status["ok"] + status["truncated"],
-             "truncated": status["truncated"], "dropped_overlong": status["dropped_overlong"],
+             "truncated": status["truncated"], "tokens_cut": tokens_cut,
+             "rows_with_answer": status["ok"], "dropped_overlong": status["dropped_overlong"],
              "dropped_empty": status["empty"], "errors": status["error"], "train_rows": n_rows,
              "tokens": tokens, "data": uri,
              "rendered": {name: used[k] for k, name in KINDS.items()},

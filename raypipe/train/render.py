@@ -65,6 +65,7 @@ class Rendered:
     example: Example | None
     status: str  # ok | truncated | dropped_overlong | empty
     kind: str = ""
+    tokens_cut: int = 0  # completion tokens removed by truncation (the answer is among them)
 
 
 def split_prompt_response(tokenizer, problem: str, response: str, template: str = "auto") -> tuple[str, str]:
@@ -125,23 +126,25 @@ def encode(tokenizer, rendered: RenderedText, template: str = "auto", offsets: b
 
 
 def render(tokenizer, problem: str, thinking: str | None, final: str | None, max_len: int, overlong: str = "drop",
-           template: str = "auto", fmt: AssistantFormat = AssistantFormat()) -> Rendered:
+           template: str = "auto", fmt: AssistantFormat = AssistantFormat(), min_kept: int = 2) -> Rendered:
     """Token ids and labels (-100 on the prompt) of one trajectory, within max_len tokens.
 
     Over-length rows are dropped (default: a cut CoT teaches the model to stop mid-thought) or, with
-    overlong="truncate", cut at max_len (no EOS then). A prompt that alone fills max_len is always dropped.
+    overlong="truncate", cut at max_len (no EOS then, and no answer: the final part comes last). A row that would
+    keep fewer than `min_kept` completion tokens is dropped all the same.
     """
     if not problem or not ((thinking or "").strip() or (final or "").strip()):
         return Rendered(None, "empty")
     text = render_text(tokenizer, problem, thinking, final, template, fmt)
     p, c, _ = encode(tokenizer, text, template)
-    status = "ok"
+    status, cut = "ok", 0
     if len(p) + len(c) > max_len:
-        if overlong != "truncate" or len(p) >= max_len - 1:
+        keep = max_len - len(p)
+        if overlong != "truncate" or keep < max(2, min_kept):
             return Rendered(None, "dropped_overlong", text.kind)
-        c = c[: max_len - len(p)]
+        c, cut = c[:keep], len(c) - keep
         status = "truncated"
-    return Rendered(Example(p + c, [IGNORE] * len(p) + c), status, text.kind)
+    return Rendered(Example(p + c, [IGNORE] * len(p) + c), status, text.kind, cut)
 
 
 def parts_from_response(response: str | None, markup: str | None = None) -> tuple[str, str]:

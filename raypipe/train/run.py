@@ -26,7 +26,7 @@ def run_train(cfg) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raypipe.core.io import Storage, join, read_text, write_text
-    from raypipe.ray_env import ensure_ray
+    from raypipe.ray_env import ensure_ray, quiet_ray
     from raypipe.tiny import load_tokenizer
     from raypipe.train.attention import choose_attention
     from raypipe.train.data import prepare, resolve_data, source_names
@@ -36,8 +36,11 @@ def run_train(cfg) -> dict:
 
     t0 = time.time()
     # Ray Train runs its workers in their own working directory: a relative local path must not follow them there.
-    cfg = cfg.model_copy(update={k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "storage")
-                                 if getattr(cfg, k) and "://" not in getattr(cfg, k)})
+    local = {k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "storage")
+             if getattr(cfg, k) and "://" not in getattr(cfg, k)}
+    if os.path.exists(cfg.model):  # a local checkpoint folder (not 'tiny', a hub id or s3://)
+        local["model"] = os.path.abspath(cfg.model)
+    cfg = cfg.model_copy(update=local)
     ensure_ray(cfg.num_cpus)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
     model_path = local_model_path(cfg.model, storage)
@@ -78,7 +81,8 @@ def run_train(cfg) -> dict:
         dataset_config=ray.train.DataConfig(execution_options=_ordered()),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
     )
-    result = trainer.fit()
+    with quiet_ray():
+        result = trainer.fit()
     metrics = dict(result.metrics or {})
     history = [json.loads(line) for line in (read_text(join(cfg.output, "metrics.jsonl"), storage) or "").splitlines()]
     timed = [h for h in history if h["step"] > 1] or history  # step 1 includes warm-up costs

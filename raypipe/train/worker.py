@@ -104,6 +104,7 @@ def train_worker(config: dict) -> None:
     from raypipe.tiny import load_tokenizer
     from raypipe.train.attention import IMPLEMENTATIONS
     from raypipe.train.config import TrainConfig
+    from raypipe.train.order import epoch_order
     from raypipe.train.step import CausalLMLoss, DeepSpeedEngine, cosine_lambda, mfu, model_flops_fn, peak_flops, train_loop
 
     cfg = TrainConfig(**config["train"])
@@ -126,7 +127,14 @@ def train_worker(config: dict) -> None:
     tokenizer = load_tokenizer(model_path)
     ds_cfg = derived["deepspeed"]
     dtype = torch.bfloat16 if cfg.use_gpu else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=IMPLEMENTATIONS[attention], dtype=dtype)
+    if cfg.init == "scratch":  # the architecture only; weights drawn from the seed (the same on every rank)
+        from transformers import AutoConfig
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path),
+                                                 attn_implementation=IMPLEMENTATIONS[attention], dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation=IMPLEMENTATIONS[attention],
+                                                     dtype=dtype)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -179,7 +187,7 @@ def train_worker(config: dict) -> None:
                     with open(os.path.join(d, STATE), "w") as f:
                         json.dump({"step": step, "tag": tag, "total_steps": total}, f)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
+        elif step % cfg.report_every == 0 or cfg.fault_at_step == step:
             ray.train.report(metrics)
         if cfg.fault_at_step == step and rank == 0:
             time.sleep(2.0)  # let the controller record the last report, then die as a preempted node would
@@ -190,7 +198,7 @@ def train_worker(config: dict) -> None:
         if step >= total:
             break
         skip = (step - epoch * spe) * cfg.grad_accum
-        rows = ray.train.get_dataset_shard("train").iter_rows()
+        rows = epoch_order(ray.train.get_dataset_shard("train").iter_rows(), cfg.seed, epoch, cfg.shuffle_buffer)
         batches = micro_batches(rows, cfg.micro_batch_size, tokenizer.pad_token_id, skip)
         step = train_loop(engine, batches, cfg.grad_accum, attention, device, min(total, (epoch + 1) * spe), step,
                           reduce, len(sources), flops_fn, on_step)
