@@ -25,7 +25,7 @@ class Benchmark:
     title: str
     hf_id: str
     split: str
-    size: int
+    size: int | None  # None: generated (raypipe make-task), any size
     file: str  # the file name looked for in the data folder
     problem_fields: tuple[str, ...] = ("problem",)
     answer_fields: tuple[str, ...] = ("answer",)
@@ -49,6 +49,9 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
               problem_fields=("problem", "question")),
     Benchmark("olymmath_hard", "OlymMATH-EN-HARD", "RUC-AIBOX/OlymMATH", "en_hard", 100, "olymmath_en-hard.jsonl"),
     Benchmark("olymmath_easy", "OlymMATH-EN-EASY", "RUC-AIBOX/OlymMATH", "en_easy", 100, "olymmath_en-easy.jsonl"),
+    # The model organism's splits, written by `raypipe make-task` into <task>/benchmarks/ (no hub copy).
+    Benchmark("organism", "Organism", "", "test", None, "organism.jsonl"),
+    Benchmark("organism_hard", "Organism (harder)", "", "hard", None, "organism_hard.jsonl"),
 ]}
 # The paper's five (its tables' average is over these).
 PAPER_BENCHMARKS = ("math500", "aime24", "aime25", "beyond_aime", "hmmt25")
@@ -162,7 +165,7 @@ def load(name: str, data_dir_: str | None = None, file: str | None = None, stora
             raise BenchmarkError(f"{name}: file not found: {uri}")
         rows, digest = _read_file(uri, storage)
         where = uri
-    elif hub:
+    elif hub and spec.hf_id:
         rows, digest = _from_hub(spec)
         where = f"hf:{spec.hf_id}[{spec.split}]"
     else:
@@ -170,10 +173,11 @@ def load(name: str, data_dir_: str | None = None, file: str | None = None, stora
         raise BenchmarkError(
             f"{name}: no local file{looked}. Put the {spec.title} problems as JSONL with fields "
             f"{'|'.join(spec.problem_fields)} and {'|'.join(spec.answer_fields)} at <data-dir>/{spec.file}, "
-            f"or pass --benchmark-file {name}=PATH (local or s3://), or use --hub with network access to "
-            f"load {spec.hf_id}.")
+            f"or pass --benchmark-file {name}=PATH (local or s3://), or "
+            + (f"use --hub with network access to load {spec.hf_id}." if spec.hf_id else
+               "write it with `raypipe make-task --output DIR` (then --data-dir DIR/benchmarks)."))
     problems = rows_to_problems(spec, rows, where)
-    if check_size and len(problems) != spec.size:
+    if check_size and spec.size is not None and len(problems) != spec.size:
         raise BenchmarkError(f"{name}: {where} holds {len(problems)} problems, but {spec.title} has {spec.size} "
                              "(pass --no-size-check to evaluate a different version)")
     if limit is not None:
