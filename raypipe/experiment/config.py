@@ -16,6 +16,7 @@ from raypipe.core.settings import Settings
 from raypipe.curate.config import CurateConfig
 from raypipe.diagnostics.judge_config import JudgeConfig
 from raypipe.eval.config import EvalConfig
+from raypipe.organism.config import MakeTaskConfig
 from raypipe.train.config import TrainConfig
 
 # The paper's arms (A plays DeepSeek-R1-0528, B gpt-oss-120b); `base` is the student without SFT. `A-drop-top` is the
@@ -26,6 +27,8 @@ OPTIONAL_ARMS = ("base", "A-drop-top")
 DROP_ARMS = ("A-drop-top-keyword", "A-drop-top-step-ratio", "A-drop-random", "A-drop-longest", "A-drop-top")
 STAGE_MODELS: dict[str, type[Settings]] = {"curate": CurateConfig, "train": TrainConfig, "eval": EvalConfig,
                                            "judge": JudgeConfig}
+STAGE_DIRS = {"curate": "curate", "train": "sft", "eval": "eval"}
+GRADING = ("answer_from", "grader")  # curation's grading settings that evaluation takes over
 # What the runner sets itself for each stage of each arm.
 RUNNER_SETS = {"curate": {"input", "output", "s3_endpoint", "s3_region", "reference_input"},
                "train": {"data", "model", "output", "s3_endpoint", "s3_region"},
@@ -82,6 +85,9 @@ class ExperimentConfig(Settings):
     source_b: str = Field(description="input of source B, on the same problems")
     drop: float = Field(0.10, gt=0, lt=1, description="fraction dropped in the drop arms / steps deleted")
     seed: int = Field(0, description="seed of every stage (a stage section may set its own)")
+    seeds: list[int] | None = Field(None, description="repeat every arm's training and evaluation once per seed "
+                                    "(arms/<arm>/seed-<k>/sft, …/eval; curation and the budget stay those of `seed`), "
+                                    "so the table gives intervals over seeds; unset: once, with `seed`")
     arms: list[str] = Field(list(STANDARD_ARMS), description="arms to run: "
                             f"{', '.join(STANDARD_ARMS + OPTIONAL_ARMS)}")
     pair_by: Literal["problem_id", "id", "none"] = Field(
@@ -97,8 +103,18 @@ class ExperimentConfig(Settings):
     judge: JudgeSection | None = Field(None, description="step judge of each source's (paired) traces, `raypipe "
                                        "judge` settings (e.g. backend openai, an OpenAI-compatible endpoint); unset: "
                                        "no judge stage")
+    task: MakeTaskConfig | None = Field(None, description="make the model organism first (`raypipe make-task` "
+                                        "settings; its output holds the teachers, benchmarks and student the other "
+                                        "settings name); unset: no such stage")
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL, passed to every stage")
     s3_region: str | None = Field(None, description="S3 region, passed to every stage")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError("seeds must list distinct seeds")
+        return seeds
 
     @field_validator("arms")
     @classmethod
@@ -123,10 +139,29 @@ class ExperimentConfig(Settings):
         if window and (ev.get("max_tokens", 32768) >= window or train.get("max_len", 0) > window):
             raise ValueError(f"eval.max_model_len {window} must exceed eval.max_tokens (room for the prompt) and "
                              "cover train.max_len (the context the student was trained with)")
+        curate = self.curate.model_dump(exclude_unset=True)
+        for key in GRADING:
+            if key in curate and key in ev and curate[key] != ev[key]:
+                raise ValueError(f"curate.{key} and eval.{key} differ: the student is graded as its data was (set "
+                                 "one of them)")
         if self.budget == "tokens" and not train.get("pack"):
             raise ValueError("budget: tokens needs train.pack: true (each step then holds max_len token slots; "
                              "unpacked rows of different lengths cannot match steps and tokens at once)")
         return self
+
+    def seed_list(self) -> list[int]:
+        return self.seeds or [self.seed]
+
+    def stage_dir(self, arm: str, stage: str, seed: int | None = None) -> str:
+        """Where an arm's stage writes: arms/<arm>/<dir>, under seed-<k>/ for training and evaluation with `seeds`."""
+        root = io.join(self.output, "arms", arm)
+        if stage == "curate" or self.seeds is None:
+            return io.join(root, STAGE_DIRS[stage])
+        return io.join(root, f"seed-{self.seed if seed is None else seed}", STAGE_DIRS[stage])
+
+    def grading(self) -> dict:
+        """How curation graded answers, which evaluation follows unless its section says otherwise."""
+        return {k: v for k, v in self.curate.model_dump(exclude_unset=True).items() if k in GRADING}
 
     def prompt_version(self) -> str | None:
         """The prompt both stages use, when the experiment names one."""

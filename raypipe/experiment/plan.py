@@ -44,6 +44,10 @@ def model_parameters(cfg) -> tuple[float | None, str]:
         path = build_tiny()
     text = with_timeout(lambda: io.read_text(io.join(path, "config.json"), cfg.storage()), cfg.cost.timeout_s)
     n = count_parameters(json.loads(text)) if text else None
+    if n is None and cfg.task is not None:  # the student the task stage will build
+        from raypipe.organism.student import student_config
+
+        return count_parameters(student_config(cfg.task.student, cfg.task.max_number())), "task.student"
     return n, f"{path}/config.json" if n else "unknown: set cost.parameters"
 
 
@@ -95,6 +99,11 @@ def source_counts(cfg) -> dict[str, dict]:
         t.start()
     for t in threads:
         t.join(cfg.cost.timeout_s + 1)
+    if cfg.task is not None and not all(found.get(n) for n in ("A", "B")):  # the task stage writes them
+        from raypipe.organism.make import estimate_sources
+
+        for name, estimate in estimate_sources(cfg.task, cfg.cost.sample_records).items():
+            found[name] = found.get(name) or estimate
     out = {}
     for name, uri in (("A", cfg.source_a), ("B", cfg.source_b)):
         out[name] = found.get(name) or {"records": cfg.cost.assumed_records,
@@ -149,7 +158,7 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
                              "tokens": s["records"] * s["tokens_per_record"], "gpu_hours": 0.0,
                              "basis": s["basis"] + " (CPU: verify + structure)"})
     for stage in stages(cfg, budget):
-        if stage.stage == "pair":
+        if stage.stage in ("pair", "make-task"):  # CPU only, counted above or negligible
             continue
         row = {"stage": stage.stage, "arm": stage.arm, "input": getattr(stage.settings, "input", None)
                or getattr(stage.settings, "data", None) or stage.settings.model, "gpu_hours": 0.0}
@@ -178,8 +187,9 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
             row.update(judge_row(stage.settings, sources.get(stage.arm[-1]), share))
         elif stage.stage == "eval":
             e = stage.settings
-            problems = sum(min(REGISTRY[b].size if b in REGISTRY else cfg.cost.assumed_problems, e.limit or 10**9)
-                           for b in e.benchmarks)
+            generated = {"organism": cfg.task.test_problems, "organism_hard": cfg.task.hard_problems} if cfg.task else {}
+            problems = sum(min(generated.get(b) or (REGISTRY[b].size if b in REGISTRY else None)
+                               or cfg.cost.assumed_problems, e.limit or 10**9) for b in e.benchmarks)
             upper = problems * e.n * e.max_tokens
             row.update(rows=problems * e.n, tokens=upper * cfg.cost.generated_share, tokens_upper=upper,
                        basis=f"{problems} problems x n={e.n} x max_tokens={e.max_tokens} x {cfg.cost.generated_share}")

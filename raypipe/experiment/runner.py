@@ -41,9 +41,8 @@ from raypipe.experiment.config import STAGE_MODELS, ExperimentConfig
 from raypipe.experiment.pairing import READ_FIELDS, PairConfig
 
 STAGES = ("curate", "train", "eval")
-MARKERS = {"pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json",
+MARKERS = {"make-task": "task.json", "pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json",
            "judge": "summary.json"}
-STAGE_DIRS = {"curate": "curate", "train": "sft", "eval": "eval"}
 PAIRED = "paired"
 
 
@@ -57,6 +56,7 @@ class Stage(BaseModel):
     arm: str
     stage: str
     output: str
+    seed: int | None = None  # the training and evaluation seed, with the experiment's `seeds`
     settings: Settings  # the command's whole settings model, validated before anything runs
 
     @property
@@ -95,6 +95,13 @@ def arm_curation(cfg: ExperimentConfig, arm: str) -> dict[str, Any]:
             "A-drop-random": {"rule": "random", "drop_top": cfg.drop, "seed": cfg.seed},
             "A-drop-longest": {"rule": "longest", "drop_top": cfg.drop},
             "A-delete-steps": delete, "B-delete-steps": delete}.get(arm, {"rule": "keep-all"})
+
+
+def task_stage(cfg: ExperimentConfig) -> Stage | None:
+    """With a `task:` section, `raypipe make-task` runs first: the sources, benchmarks and student it writes."""
+    if cfg.task is None:
+        return None
+    return Stage(arm="task", stage="make-task", output=cfg.task.output, settings=cfg.task)
 
 
 def pair_stage(cfg: ExperimentConfig) -> Stage | None:
@@ -140,25 +147,31 @@ def stages(cfg: ExperimentConfig, budget: dict | None = None) -> list[Stage]:
     budget = read_budget(cfg) if budget is None else budget
     if (budget or {}).get("mode") != cfg.budget:  # a budget.json of other settings sets nothing
         budget = {}
-    first, later = [s for s in [pair_stage(cfg)] if s], []
+    first, later = [s for s in [task_stage(cfg), pair_stage(cfg)] if s], []
+    grading = cfg.grading()
     for arm in cfg.arms:
-        root = io.join(cfg.output, "arms", arm)
-        dirs = {st: io.join(root, STAGE_DIRS[st]) for st in STAGES}
-        model = cfg.model
-        values: dict[str, dict] = {}
+        matched = ((budget or {}).get("arms") or {}).get(arm) or {}
+        curated = cfg.stage_dir(arm, "curate")
         if arm != "base":
-            values["curate"] = {"seed": cfg.seed, **sections["curate"], **arm_curation(cfg, arm),
-                                "input": arm_input(cfg, "B" if arm.startswith("B-") else "A"),
-                                "output": dirs["curate"], **s3}
-            matched = ((budget or {}).get("arms") or {}).get(arm) or {}
-            values["train"] = {"seed": cfg.seed, **sections["train"], "data": dirs["curate"], "model": cfg.model,
-                               "output": dirs["train"], **s3, **matched.get("train", {})}
-            model = io.join(dirs["train"], "model")
-        values["eval"] = {"seed": cfg.seed, **sections["eval"], "model": model, "benchmarks": cfg.benchmarks,
-                          "output": dirs["eval"], **s3}
-        for st, v in values.items():
-            stage = Stage(arm=arm, stage=st, output=dirs[st], settings=STAGE_MODELS[st].model_validate(v))
-            (first if st == "curate" else later).append(stage)
+            values = {"seed": cfg.seed, **sections["curate"], **arm_curation(cfg, arm),
+                      "input": arm_input(cfg, "B" if arm.startswith("B-") else "A"), "output": curated, **s3}
+            first.append(Stage(arm=arm, stage="curate", output=curated,
+                               settings=STAGE_MODELS["curate"].model_validate(values)))
+        for seed in cfg.seed_list():
+            model = cfg.model
+            per_seed = {"seed": seed} if cfg.seeds is not None else {}
+            if arm != "base":
+                out = cfg.stage_dir(arm, "train", seed)
+                values = {"seed": cfg.seed, **sections["train"], **per_seed, "data": curated, "model": cfg.model,
+                          "output": out, **s3, **matched.get("train", {})}
+                later.append(Stage(arm=arm, stage="train", output=out, seed=seed,
+                                   settings=STAGE_MODELS["train"].model_validate(values)))
+                model = io.join(out, "model")
+            out = cfg.stage_dir(arm, "eval", seed)
+            values = {"seed": cfg.seed, **grading, **sections["eval"], **per_seed, "model": model,
+                      "benchmarks": cfg.benchmarks, "output": out, **s3}
+            later.append(Stage(arm=arm, stage="eval", output=out, seed=seed,
+                               settings=STAGE_MODELS["eval"].model_validate(values)))
     return first + judge_stages(cfg) + later
 
 
@@ -188,13 +201,23 @@ def stage_done(stage: Stage, storage: io.Storage) -> bool:
     if text is None:
         return True  # a finished stage with no record is trusted
     recorded = recorded_view(stage, json.loads(text))
-    if recorded != stage.view():
-        changed = sorted(k for k in set(stage.view()) | set(recorded or {})
-                         if (recorded or {}).get(k) != stage.view().get(k))
+    changed = differing(stage, recorded)
+    if changed:
         raise ConfigMismatch(f"arm {stage.arm}: {stage.stage} in {stage.output} finished with other settings "
-                            f"(differing: {', '.join(changed) or 'unreadable record'}); use another output or remove "
+                            f"(differing: {', '.join(changed)}); use another output or remove "
                             "that folder")
     return True
+
+
+def differing(stage: Stage, recorded: dict | None) -> list[str]:
+    """The settings in which a finished stage's record differs from the stage now. A setting added to a command
+    since the record was written counts only when it is not at its default (so earlier experiments resume)."""
+    if recorded is None:
+        return ["unreadable record"]
+    view = stage.view()
+    defaults = json.loads(json.dumps(type(stage.settings)._defaults(), default=str))
+    missing = object()
+    return sorted(k for k in view if recorded.get(k, defaults.get(k, missing)) != view[k])
 
 
 def run_stage(stage: Stage, storage: io.Storage) -> None:
@@ -240,7 +263,8 @@ def describe(cfg: ExperimentConfig) -> str:
             state = "done" if stage_done(stage, storage) else "to run"
         except OSError:
             state = "unknown (storage not reachable)"
-        lines.append(f"{stage.arm:22s} {stage.stage:7s} {state:7s} raypipe {stage.stage} -> {stage.output}")
+        arm = stage.arm if stage.seed is None else f"{stage.arm} seed {stage.seed}"
+        lines.append(f"{arm:22s} {stage.stage:7s} {state:7s} raypipe {stage.stage} -> {stage.output}")
         lines += ["    " + line for line in settings.to_yaml(stage.settings).splitlines()]
     return "\n".join(lines)
 
@@ -270,8 +294,12 @@ def run_experiment(cfg: ExperimentConfig, runner: Callable[[Stage, io.Storage], 
             previous = io.read_text(log_uri, storage) or ""
             io.write_text(previous + json.dumps(events[-1]) + "\n", log_uri, storage)
 
-    run_all([s for s in stages(cfg, {}) if s.stage in ("pair", "curate", "judge")])
-    budget = ensure_budget(cfg, {s.arm: s for s in stages(cfg, {}) if s.stage == "train"}, storage)
+    run_all([s for s in stages(cfg, {}) if s.stage in ("make-task", "pair", "curate", "judge")])
+    first_seed = {}
+    for s in stages(cfg, {}):  # every seed trains on the same data: the budget is set from the first seed's stage
+        if s.stage == "train":
+            first_seed.setdefault(s.arm, s)
+    budget = ensure_budget(cfg, first_seed, storage)
     run_all([s for s in stages(cfg, budget) if s.stage in ("train", "eval")])
     from raypipe.experiment.plan import estimate
 
