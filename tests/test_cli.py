@@ -12,7 +12,7 @@ from pathlib import Path
 import annotated_types
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from raypipe.cli import build_parser
 from raypipe.commands import commands
@@ -41,7 +41,13 @@ def parser_of(path: str) -> argparse.ArgumentParser:
 def test_every_field_of_every_command_has_a_flag_with_its_description(path, command):
     parser = parser_of(path)
     by_dest = {a.dest: a for a in parser._actions}
-    for name, field in command.model.model_fields.items():
+    fields = dict(command.model.model_fields)
+    for name, field in list(fields.items()):  # a nested settings model: a dotted flag per field of it
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            assert field.description, f"{path}: field {name} has no description"
+            fields.pop(name)
+            fields.update({f"{name}.{k}": f for k, f in field.annotation.model_fields.items()})
+    for name, field in fields.items():
         assert field.description, f"{path}: field {name} has no description"
         action = by_dest.get(name)
         assert action is not None, f"{path}: field {name} has no flag"
@@ -193,7 +199,8 @@ def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
     # train.template at auto (evaluation renders through the chat template) and eval.max_model_len above max_tokens;
     # judge.backend alone: another backend needs its endpoint (openai) or model (vllm) beside it
     assert set(fixed) <= {("eval", "prompt_version"), ("train", "prompt_version"), ("curate", "grader"),
-                          ("train", "template"), ("eval", "max_model_len"), ("judge", "backend")}, fixed
+                          ("eval", "grader"), ("train", "template"), ("eval", "max_model_len"),
+                          ("judge", "backend")}, fixed
     assert ("judge", "endpoint") in reached and ("judge", "limit") in reached
 
 

@@ -85,6 +85,42 @@ def test_stages_cover_every_arm_and_each_command_reads_its_settings(tmp_path):
     assert [s.settings.input for s in unpaired if s.stage == "curate"] == [str(SOURCE_A), str(SOURCE_B)]
 
 
+def test_seeds_repeat_training_and_evaluation_and_eval_grades_as_curation(tmp_path):
+    cfg = config(tmp_path, arms=["A-all", "A-drop-random", "base"], seeds=[3, 5],
+                 curate={"num_cpus": 2, "answer_from": "final-or-thinking"})
+    todo = stages(cfg)
+    curate = [s for s in todo if s.stage == "curate"]
+    assert [s.arm for s in curate] == ["A-all", "A-drop-random"], "curation once per arm, whatever the seeds"
+    assert {s.settings.seed for s in curate} == {0}
+    runs = [(s.arm, s.stage, s.seed, s.settings.seed) for s in todo if s.stage in ("train", "eval")]
+    assert runs == [(a, st, k, k) for a in ("A-all", "A-drop-random") for k in (3, 5) for st in ("train", "eval")] + \
+        [("base", "eval", 3, 3), ("base", "eval", 5, 5)]
+    outputs = {(s.arm, s.stage, s.seed): s.output for s in todo if s.seed is not None}
+    assert outputs[("A-all", "train", 5)] == str(tmp_path / "arms" / "A-all" / "seed-5" / "sft")
+    evals = [s for s in todo if s.stage == "eval"]
+    assert {s.settings.answer_from for s in evals} == {"final-or-thinking"}
+    assert evals[1].settings.model == outputs[("A-all", "train", 5)] + "/model"
+    with pytest.raises(ValueError, match="answer_from"):
+        config(tmp_path, curate={"answer_from": "final-or-thinking"}, eval={"answer_from": "final"})
+    with pytest.raises(ValueError, match="distinct"):
+        config(tmp_path, seeds=[1, 1])
+
+
+def test_a_setting_added_since_a_stage_finished_does_not_refuse_it_at_its_default(tmp_path):
+    from raypipe.core.io import Storage
+
+    stage = next(s for s in stages(config(tmp_path, arms=["A-all"], pair_by="none")) if s.stage == "train")
+    out = Path(stage.output)
+    out.mkdir(parents=True)
+    (out / "train_summary.json").write_text("{}")
+    older = {k: v for k, v in stage.view().items() if k not in ("shuffle_buffer", "report_every")}
+    (out / "_experiment_stage.json").write_text(json.dumps({"settings": older}))
+    assert stage_done(stage, Storage())
+    (out / "_experiment_stage.json").write_text(json.dumps({"settings": {**older, "lr": 1.0}}))
+    with pytest.raises(ConfigMismatch, match="differing: lr"):
+        stage_done(stage, Storage())
+
+
 def test_controlled_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="prompt_version"):
         config(tmp_path, train={"prompt_version": "v1-raw"}, eval={"prompt_version": "v1"})
@@ -223,7 +259,8 @@ def test_an_openai_compatible_judge_stage_runs_in_the_experiment(tmp_path, fixed
         assert judged[name]["judge"] == f"openai:{fixed_server}"
 
 
-@pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml"])
+@pytest.mark.parametrize("name", ["paper-cpu.yaml", "paper-gpu.yaml", "organism-quick.yaml", "organism-cpu.yaml",
+                                  "organism-gpu.yaml"])
 def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_path, monkeypatch):
     from raypipe.experiment.config import load_experiment
 
@@ -232,7 +269,11 @@ def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_pat
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
     cfg = load_experiment(str(ROOT / "cluster" / "experiments" / name))
-    assert set(STANDARD_ARMS) <= set(cfg.arms)
+    if name.startswith("organism"):  # the organism's arms, seeds and task stage
+        assert cfg.task is not None and cfg.benchmarks == ["organism", "organism_hard"]
+        assert "base" in cfg.arms and (name == "organism-quick.yaml" or len(cfg.seeds) >= 3)
+    else:
+        assert set(STANDARD_ARMS) <= set(cfg.arms)
     for stage in stages(cfg):  # every stage's settings validate, and its command reads them back unchanged
         assert parsed_by_the_cli(stage, tmp_path) == stage.settings
     if name == "paper-cpu.yaml":

@@ -50,16 +50,16 @@ def teacher_rows(cfg: MakeTaskConfig, teacher: str, train: list[Problem]) -> tup
 
 
 def estimate_sources(cfg: MakeTaskConfig, sample: int = 200) -> dict[str, dict]:
-    """Each teacher's records and tokens per record (characters / 4), from a sample of the traces the task stage
+    """Each teacher's records and tokens per record (UTF-8 bytes / 4), from a sample of the traces the task stage
     will write: what `raypipe experiment plan` counts before the files exist."""
-    from raypipe.experiment.plan import CHARS_PER_TOKEN
+    from raypipe.core.structure import BYTES_PER_TOKEN
 
     train = problems(cfg.seed, "train", min(sample, cfg.train_problems), cfg.difficulty)
     out = {}
     for source, teacher in (("A", "divergent"), ("B", "convergent")):
         rows, _ = teacher_rows(cfg, teacher, train)
-        chars = sum(len(json.dumps(r)) for r in rows) / len(rows)
-        out[source] = {"records": cfg.train_problems, "tokens_per_record": chars / CHARS_PER_TOKEN,
+        nbytes = sum(len(json.dumps(r).encode()) for r in rows) / len(rows)
+        out[source] = {"records": cfg.train_problems, "tokens_per_record": nbytes / BYTES_PER_TOKEN,
                        "basis": f"task: {cfg.train_problems} problems, a sample of {len(rows)} traces"}
     return out
 

@@ -30,7 +30,8 @@ class StudentSettings(BaseModel):
 
     hidden: int = Field(96, ge=16, description="hidden size")
     layers: int = Field(3, ge=1, description="transformer layers")
-    heads: int = Field(4, ge=1, description="attention heads (key/value heads: half of them)")
+    heads: int = Field(3, ge=1, description="attention heads (key/value heads: half of them); hidden / heads is "
+                       "the head size, which vLLM supports from 32")
     intermediate: int | None = Field(None, ge=16, description="MLP width (default: 4 x hidden)")
     vocab_size: int = Field(512, ge=300, description="BPE vocabulary for the task's text, on top of one token per "
                             "whole number the task uses")
