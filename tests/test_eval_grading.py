@@ -61,10 +61,14 @@ def test_stop_tokens_include_the_end_of_turn(tiny_model_path, tmp_path):
 
     tiny = load_tokenizer(tiny_model_path)  # its EOS is <|im_end|> itself
     assert stop_token_ids(tiny) == [tiny.convert_tokens_to_ids("<|im_end|>")]
-    base = load_tokenizer(build_student(tmp_path / "s", ["Start with 4. Apply + 3."] * 4,
-                                        StudentSettings(vocab_size=300, hidden=16, layers=1, heads=2), 0, 9))
+    path = build_student(tmp_path / "s", ["Start with 4. Apply + 3."] * 4,
+                         StudentSettings(vocab_size=300, hidden=16, layers=1, heads=2), 0, 9)
+    base = load_tokenizer(path)
     assert base.eos_token == "<|endoftext|>"
     assert stop_token_ids(base) == [base.eos_token_id, base.convert_tokens_to_ids("<|im_end|>")]
+    from raypipe.eval.backends.vllm import reply_stops  # what the vllm backend sends as stop_token_ids
+
+    assert reply_stops(path) == (stop_token_ids(base), ["<|endoftext|>", "<|im_end|>"])
     plain = load_tokenizer(tiny_model_path)
     plain.chat_template = None
     assert stop_token_ids(plain) == [plain.eos_token_id]

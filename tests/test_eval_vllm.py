@@ -92,3 +92,33 @@ def test_serve_llm_hosting_on_cpu(vllm_env, vllm_model, tmp_path):
             proc.kill()
             proc.wait(timeout=30)
         log.close()
+
+
+def test_the_organism_student_through_vllm(vllm_env, tmp_path):
+    """The model organism's student (make-task) through the vllm backend: vLLM's tokenizer gives the ids raypipe's
+    does (every number one added token), and generation stops on the chat template's end of turn."""
+    task = tmp_path / "task"
+    code = (f"from raypipe.organism.config import MakeTaskConfig; from raypipe.organism.make import make_task; "
+            f"make_task(MakeTaskConfig(output={str(task)!r}, train_problems=200, test_problems=4, hard_problems=4))")
+    subprocess.run([str(PY), "-c", code], check=True, env=vllm_env, timeout=300, cwd=ROOT)
+    student = task / "student"
+    ids = ("from vllm.tokenizers import get_tokenizer as g; import json, sys; from raypipe.tiny import load_tokenizer; "
+           "t = 'Start with 17. Apply + 8, then * 2. What is the result? 25 * 2 = 50'; "
+           f"a = g({str(student)!r}).encode(t, add_special_tokens=False); "
+           f"b = load_tokenizer({str(student)!r})(t, add_special_tokens=False)['input_ids']; "
+           "from raypipe.eval.backends.vllm import reply_stops; "
+           f"print(json.dumps([a == b, len(b), reply_stops({str(student)!r})[1]]))")
+    p = subprocess.run([str(PY), "-c", ids], capture_output=True, text=True, env=vllm_env, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    same, n, stops = json.loads(p.stdout.strip().splitlines()[-1])
+    assert same and n < 30 and stops == ["<|endoftext|>", "<|im_end|>"]
+    out = tmp_path / "eval"
+    p = subprocess.run([str(PY), "-m", "raypipe.cli", "eval", "--model", str(student), "--backend", "vllm",
+                        "--benchmarks", "organism", "--max-tokens", "12", "--max-model-len", "256", "--temperature",
+                        "0", "--data-dir", str(task / "benchmarks"), "--output", str(out)],
+                       capture_output=True, text=True, env=vllm_env, timeout=800, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["metrics"]["organism"]["samples"] == 4 and r["metrics"]["organism"]["generation_errors"] == 0
+    cut = [s for s in r["samples"] if s["finish_reason"] == "length"]
+    assert all(s["verdict"] == "no_answer" for s in cut)
