@@ -1,0 +1,277 @@
+"""The one executor of raypipe's stages (raypipe.core.stage): how a job's steps run, never what they compute.
+
+    ex = executor()                                   # Ray: joins the cluster, or starts a local one
+    for result in ex.map(ScoreChunk(cfg), chunks, pool=Pool(lo, hi)):   # an autoscaling actor pool
+    for result in ex.map(WriteChunk(cfg), chunks, window=4):            # a task per item, `window` in flight
+    parts = ex.submit(partition, key, num_returns=8)                    # plain tasks for shuffles
+    ex.gather(parts, fold)                                              # results folded as they finish
+
+`RayExecutor` puts stages on Ray: actor pools through Ray Data (actors restarted and their batches retried without
+limit, as a lost node needs), tasks with unlimited retries (a stage's work is idempotent: it rewrites the same
+files), a progress bar per map on a terminal and one summary line per map in job logs, with the map's counts.
+`LocalExecutor` runs the same calls in the calling process: no Ray, the same outputs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from raypipe.core.stage import Stage, StageStats, count
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An autoscaling actor pool: from `min_size` (what the cluster holds now) to `max_size` actors, each with
+    `cpus` CPUs (a fraction leaves room for Ray Data's own tasks on a small machine)."""
+
+    min_size: int
+    max_size: int
+    cpus: float
+    gpus: float = 0.0
+
+
+def actor_pool(actors: int | None = None, work_items: int | None = None, cpus: float | None = None,
+               gpus: float = 0.0, gpus_per_actor: float | None = 0.0, reserve_cpus: int = 0) -> Pool:
+    """The pool of a stage over a dataset, for a cluster of `cpus` CPUs and `gpus` GPUs.
+
+    With GPUs (`gpus_per_actor` > 0, or None when the cluster has any): one actor per `gpus_per_actor` GPUs.
+    Else CPU actors: `actors`, or one per CPU (less `reserve_cpus`), at most one per work item, each with a
+    fractional CPU that leaves room for Ray Data's own read and write tasks: a pool holding every CPU of a small
+    machine deadlocks silently.
+    """
+    cpus = cpus or 1
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
+    if gpus_per_actor > 0:
+        n = actors or max(1, int(gpus / gpus_per_actor))
+        return Pool(n, n, 1.0, gpus_per_actor)
+    size = actors or max(1, min(int(cpus) - reserve_cpus, work_items or int(cpus)))
+    return Pool(size, size, min(1.0, max(0.25, (cpus - 0.5) / size)))
+
+
+class Progress:
+    """A bar on a terminal (tqdm on stderr) and one summary line at the end: items, records, MB/s."""
+
+    def __init__(self, label: str, total: int, total_bytes: int = 0):
+        from tqdm import tqdm
+
+        self.label, self.total_bytes, self.t0 = label, total_bytes, time.perf_counter()
+        self.records = self.bytes = 0
+        self.bar = tqdm(total=total, desc=f"[raypipe] {label}", unit="chunk", file=sys.stderr, dynamic_ncols=True,
+                        mininterval=1.0, disable=None)
+
+    def advance(self, nbytes: int = 0, records: int = 0) -> None:
+        self.records += records
+        self.bytes += nbytes
+        rate = self.bytes / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{self.records:,} records, {rate:.1f} MB/s", refresh=False)
+        self.bar.update(1)
+
+    def close(self, stats: StageStats | None = None) -> None:
+        self.bar.close()
+        seconds = time.perf_counter() - self.t0
+        tail = f"; {stats.line()}" if stats is not None and stats.counters else ""
+        print(f"[raypipe] {self.label}: {self.bar.n} chunks, {self.records:,} records, {self.bytes / 1e6:,.1f} MB in "
+              f"{seconds:.1f}s ({self.bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s){tail}", flush=True)
+
+
+class Executor:
+    """The interface both executors speak. `stats`: each stage's counts over every map of it so far."""
+
+    stats: dict[str, StageStats]
+
+    def cpus(self) -> float:
+        raise NotImplementedError
+
+    def map(self, stage: Stage, items: Iterable[dict], *, pool: Pool | None = None, window: int | None = None,
+            label: str | None = None, size: Callable[[dict], int] | None = None,
+            records: Callable[[Any], int] | None = None) -> Iterator[Any]:
+        """Each item through the stage, results as they finish (any order). With `label`, a progress bar that
+        counts `size(item)` bytes and `records(result)` records."""
+        raise NotImplementedError
+
+    def submit(self, fn: Callable, *args: Any, cpus: float = 0.5, num_returns: int = 1) -> Any:
+        raise NotImplementedError
+
+    def gather(self, refs: list, fold: Callable[[Any], None]) -> None:
+        raise NotImplementedError
+
+    def get(self, refs: Any) -> Any:
+        raise NotImplementedError
+
+
+def _stage_call(stage: Stage, item: Any) -> Any:
+    return stage(item)
+
+
+class StageActor:
+    """Ray Data actor holding one stage (set up once in the actor)."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+
+    def __call__(self, batch: dict) -> dict:
+        # batch_size=1: one work item, as a dict of one-element columns
+        item = {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in batch.items()}
+        out = self.stage(item)
+        return {k: [v] for k, v in out.items()}
+
+
+class BatchActor:
+    """Ray Data actor holding one stage that maps whole batches (Arrow tables or column dicts)."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+
+    def __call__(self, batch):
+        return self.stage(batch)
+
+
+class RayExecutor(Executor):
+    def __init__(self):
+        import ray
+
+        self.ray = ray
+        self.stats = {}
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # a job prints its own progress, one bar per map
+        ctx.execution_options.preserve_order = True  # datasets come back in input order
+
+    def read(self, fn: Callable[..., Any], items: list[dict], **kwargs: Any):
+        """A Dataset of what fn(batch of one item, **kwargs) returns for each item, in item order."""
+        return self.ray.data.from_items(items).map_batches(fn, fn_kwargs=kwargs, batch_size=1, num_cpus=0.5)
+
+    def read_parquet(self, paths: list[str], filesystem, columns: list[str]):
+        return self.ray.data.read_parquet(paths, filesystem=filesystem, columns=columns)
+
+    def tables(self, ds) -> list:
+        """The Arrow tables of a Dataset, block by block in order (empty blocks left out)."""
+        return [t for t in (self.ray.get(r) for r in ds.to_arrow_refs()) if t.num_rows]
+
+    def cpus(self) -> float:
+        return self.ray.cluster_resources().get("CPU", 1)
+
+    def gpus(self) -> float:
+        return self.ray.cluster_resources().get("GPU", 0)
+
+    def pool(self, actors: int | None = None, **kwargs) -> Pool:
+        """actor_pool() for this cluster."""
+        return actor_pool(actors, cpus=self.cpus(), gpus=self.gpus(), **kwargs)
+
+    def map(self, stage, items, *, pool=None, window=None, label=None, size=None, records=None):
+        items = list(items)
+        stats = self.stats.setdefault(stage.name, StageStats(stage.name))
+        bar = Progress(label, len(items), sum(size(i) for i in items) if size else 0) if label else None
+        results = self._actors(stage, items, pool) if pool is not None else self._tasks(stage, items, window)
+        t0 = time.perf_counter()
+        try:
+            for item, out in results:
+                stats.batches += 1
+                stats.items_in += 1
+                stats.items_out += count(out)
+                if records:
+                    stats.counters["records"] = stats.counters.get("records", 0) + records(out)
+                if bar is not None:
+                    bar.advance(size(item) if size else 0, records(out) if records else 0)
+                yield out
+        finally:
+            stats.seconds += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+
+    def _actors(self, stage: Stage, items: list[dict], pool: Pool):
+        # named for the stage (ScoreChunkActor), so that the cluster's actor list says what runs where
+        actor = type(f"{type(stage).__name__}Actor", (StageActor,), {"__module__": __name__})
+        ds = self.ray.data.from_items(items).map_batches(
+            actor, fn_constructor_kwargs={"stage": stage}, batch_size=1,
+            compute=self.ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+            num_cpus=pool.cpus, **({"num_gpus": pool.gpus} if pool.gpus else {}))
+        by_key = {i.get("key"): i for i in items}
+        for row in ds.iter_rows():
+            yield by_key.get(row.get("key"), {}), row
+
+    def _tasks(self, stage: Stage, items: list[dict], window: int | None):
+        task = self.ray.remote(num_cpus=stage.resources.total_cpus, num_gpus=stage.resources.gpus,
+                               max_retries=-1)(_stage_call)
+        window = window or max(2, int(2 * self.cpus()))
+        todo, running = list(reversed(items)), {}
+        staged = self.ray.put(stage)
+        while todo or running:
+            while todo and len(running) < window:
+                item = todo.pop()
+                running[task.remote(staged, item)] = item
+            done, _ = self.ray.wait(list(running), num_returns=1)
+            item = running.pop(done[0])
+            yield item, self.ray.get(done[0])
+
+    def map_dataset(self, stage: Stage, ds, *, pool: Pool, batch_size: int, batch_format: str = "pyarrow"):
+        """A Ray Dataset through the stage, batch by batch, in an actor pool (lazily: a Dataset comes back)."""
+        actor = type(f"{type(stage).__name__}Actor", (BatchActor,), {"__module__": __name__})
+        return ds.map_batches(actor, fn_constructor_kwargs={"stage": stage}, batch_size=batch_size,
+                              batch_format=batch_format,
+                              compute=self.ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+                              num_cpus=pool.cpus, **({"num_gpus": pool.gpus} if pool.gpus else {}))
+
+    def submit(self, fn, *args, cpus=0.5, num_returns=1):
+        refs = self.ray.remote(num_cpus=cpus)(fn).options(num_returns=num_returns).remote(*args)
+        return refs if num_returns == 1 or isinstance(refs, list) else [refs]
+
+    def gather(self, refs, fold):
+        pending = list(refs)
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=min(len(pending), 16))
+            for value in self.ray.get(done):
+                fold(value)
+
+    def get(self, refs):
+        return self.ray.get(refs)
+
+
+class LocalExecutor(Executor):
+    """The same calls in this process: a stage set up once, items one after another, `submit` called at once."""
+
+    def __init__(self, cpus: float | None = None):
+        self._cpus = cpus or os.cpu_count() or 1
+        self.stats = {}
+
+    def cpus(self) -> float:
+        return self._cpus
+
+    def map(self, stage, items, *, pool=None, window=None, label=None, size=None, records=None):
+        items = list(items)
+        bar = Progress(label, len(items), sum(size(i) for i in items) if size else 0) if label else None
+        try:
+            for item in items:
+                out = stage(item)
+                if bar is not None:
+                    bar.advance(size(item) if size else 0, records(out) if records else 0)
+                if records:
+                    stage.stats.counters["records"] = stage.stats.counters.get("records", 0) + records(out)
+                yield out
+        finally:
+            if stage._ready:
+                self.stats.setdefault(stage.name, StageStats(stage.name)).add(stage.stats)
+            stage.close()
+            if bar is not None:
+                bar.close()
+
+    def submit(self, fn, *args, cpus=0.5, num_returns=1):
+        out = fn(*args)
+        if num_returns == 1:
+            return out
+        return list(out)
+
+    def gather(self, refs, fold):
+        for value in refs:
+            fold(value)
+
+    def get(self, refs):
+        return refs
+
+
+def executor(local: bool = False, num_cpus: int | None = None) -> Executor:
+    """The executor of a run: in this process, or on Ray (which must be up: raypipe.ray_env.ensure_ray)."""
+    return LocalExecutor(num_cpus) if local else RayExecutor()
