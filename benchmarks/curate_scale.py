@@ -102,7 +102,7 @@ def cpu_times() -> tuple[float, float]:
 
 
 class WorkerPeak(threading.Thread):
-    """The peak RSS of any scoring actor process (ray::...ScoreChunks), sampled every 0.2 s."""
+    """The peak RSS of any scoring actor process (ray::...ScoreChunkActor), sampled every 0.2 s."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -114,7 +114,7 @@ class WorkerPeak(threading.Thread):
         while not self.stop.wait(0.2):
             for p in psutil.process_iter(["cmdline", "memory_info"]):
                 cmd = " ".join(p.info["cmdline"] or [])
-                if "ScoreChunks" in cmd and p.info["memory_info"]:
+                if "ScoreChunkActor" in cmd and p.info["memory_info"]:
                     self.peak = max(self.peak, p.info["memory_info"].rss)
 
 

@@ -120,9 +120,10 @@ def kernels(files: list[Path], out: Path) -> tuple[int, int, float]:
     from raypipe.core.scoring import Scorer
     from raypipe.curate.chunks import plan_chunks
     from raypipe.curate.config import CurateConfig
-    from raypipe.curate.job import rank_columns, write_shard
+    from raypipe.curate.job import write_shard
+    from raypipe.curate.phase2 import rank_columns
     from raypipe.curate.score import score_chunk, scored_uri
-    from raypipe.curate.select import compute_thresholds
+    from raypipe.curate.exact_thresholds import compute_thresholds
 
     storage = Storage()
     shutil.rmtree(out, ignore_errors=True)

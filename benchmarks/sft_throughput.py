@@ -30,6 +30,41 @@ PRESETS = {
 }
 
 
+class TorchEngine:
+    """raypipe.train.step's engine interface in plain torch (no DeepSpeed): gradient accumulation, clipping,
+    optimizer and scheduler steps."""
+
+    world_size = 1
+
+    def __init__(self, module, optimizer, scheduler=None, accum: int = 1, clip: float | None = 1.0):
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.accum, self.clip, self._micro = accum, clip, 0
+        self.loss_factor = 1.0  # backward() takes the loss as-is
+
+    def forward(self, **kw):
+        return self.module(**kw)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        self._micro += 1
+        if self._micro % self.accum:
+            return
+        if self.clip:
+            import torch
+
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+
 def lengths(n: int, median: int, sigma: float, max_len: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [max(64, min(max_len, int(rng.lognormvariate(math.log(median), sigma)))) for _ in range(n)]
@@ -84,7 +119,7 @@ def run_setup(name, a, device, dtype, docs, peak):
 
     from raypipe.train.attention import IMPLEMENTATIONS, choose_attention
     from raypipe.train.packing import collate, pack, row_record
-    from raypipe.train.step import (CausalLMLoss, DeepSpeedEngine, TorchEngine, model_flops_fn, train_step)
+    from raypipe.train.step import CausalLMLoss, DeepSpeedEngine, model_flops_fn, train_step
 
     packed = name != "padded"
     attention = choose_attention(device.type, packed, a.attention)

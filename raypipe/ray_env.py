@@ -4,8 +4,36 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
+
+from pydantic import AliasChoices, Field
+
+from raypipe.core.settings import SettingsGroup
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the block: joined or started (ensure_ray); a local Ray started here is shut down after it, so the
+    stages that follow start their own."""
+    import ray
+
+    started = not ray.is_initialized()
+    ensure_ray(num_cpus)
+    try:
+        yield
+    finally:
+        if started and not in_cluster_job():
+            ray.shutdown()
+
+
+class LocalRaySettings(SettingsGroup):
+    num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)",
+                                 validation_alias=AliasChoices("num_cpus", "ray_cpus"))
+
+
+class ActorPoolSettings(SettingsGroup):
+    actors: int | None = Field(None, description="a fixed number of actors in the command's pool (default: "
+                               "sized from the cluster)")
 
 
 def in_cluster_job() -> bool:
@@ -33,34 +61,6 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
         extra["runtime_env"] = {"py_modules": plugin_paths(plugins)}
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_mb << 20,
              include_dashboard=False, log_to_driver=True, **extra)
-
-
-@dataclass(frozen=True)
-class ActorPool:
-    size: int
-    num_cpus: float  # per actor
-    num_gpus: float = 0.0  # per actor
-
-
-def actor_pool(actors: int | None = None, work_items: int | None = None, num_cpus: int | None = None,
-               gpus_per_actor: float | None = 0.0, reserve_cpus: int = 0) -> ActorPool:
-    """The one actor-pool planner of raypipe's Ray Data jobs.
-
-    With GPUs (`gpus_per_actor` > 0, or None when the cluster has any): one actor per `gpus_per_actor` GPUs.
-    Else CPU actors: `actors`, or one per CPU (less `reserve_cpus`), at most one per work item, each with a
-    fractional CPU that leaves room for Ray Data's own read and write tasks: a pool holding every CPU of a small
-    machine deadlocks silently.
-    """
-    import ray
-
-    res = ray.cluster_resources()
-    cpus, gpus = num_cpus or res.get("CPU", 1), res.get("GPU", 0)
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
-    if gpus_per_actor > 0:
-        return ActorPool(actors or max(1, int(gpus / gpus_per_actor)), 1.0, gpus_per_actor)
-    size = actors or max(1, min(int(cpus) - reserve_cpus, work_items or int(cpus)))
-    return ActorPool(size, min(1.0, max(0.25, (cpus - 0.5) / size)))
 
 
 def plugin_paths(plugins: list[str] | tuple[str, ...]) -> list[str]:

@@ -10,17 +10,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def cpu_app(args: dict):
-    """Application builder: args {model, name?, replicas?, num_cpus?, max_tokens_limit?}."""
-    from raypipe.eval.hosting import cpu_app as build
+    """Application builder: args are raypipe.eval.config.HostingSettings (model, served_model_name, replicas,
+    replica_cpus, max_tokens_limit; `name` and `num_cpus` as before)."""
+    from raypipe.eval.config import HostingSettings
 
-    return build(args["model"], args.get("name"), int(args.get("replicas", 1)), float(args.get("num_cpus", 0.5)),
-                 int(args.get("max_tokens_limit", 4096)))
+    return HostingSettings.model_validate({**args, "engine": "cpu"}).app()
 
 
 def llm_app(args: dict):
-    """Application builder: args {model, name?, tensor_parallel?, replicas?, accelerator_type?, engine_kwargs?, cpu?}."""
-    from raypipe.eval.hosting import llm_app as build
+    """Application builder: args are raypipe.eval.config.HostingSettings (model, served_model_name, tensor_parallel,
+    replicas, accelerator_type, engine_kwargs, cpu)."""
+    from raypipe.eval.config import HostingSettings
 
-    return build(args["model"], name=args.get("name"), tensor_parallel=int(args.get("tensor_parallel", 1)),
-                 replicas=int(args.get("replicas", 1)), accelerator_type=args.get("accelerator_type"),
-                 engine_kwargs=args.get("engine_kwargs"), cpu=bool(args.get("cpu", False)))
+    return HostingSettings.model_validate({**args, "engine": "vllm"}).app()

@@ -5,9 +5,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "raypipe"
-# Packages and modules that run on Ray; everything else (the core above all) is plain Python on Arrow.
-RAY_LAYERS = ("raypipe.curate.job", "raypipe.curate.phase2", "raypipe.online.app", "raypipe.train", "raypipe.eval", "raypipe.diagnostics",
-              "raypipe.experiment", "raypipe.commands", "raypipe.ray_env")
+# Where Ray lives: the executor (and the connection it runs on), the Serve applications, the Ray Train driver and
+# worker, the engine backends that are Ray by nature (ray.data.llm, Serve LLM) and the commands. Everything else,
+# the core and every job package's logic above all, is plain Python on Arrow: jobs reach Ray through the executor.
+RAY_LAYERS = ("raypipe.executor", "raypipe.ray_env", "raypipe.online.app", "raypipe.eval.hosting",
+              "raypipe.train.run", "raypipe.train.worker", "raypipe.train.data", "raypipe.eval.backends.vllm",
+              "raypipe.diagnostics.judge_vllm", "raypipe.commands")
 MAX_LINES = 400
 
 

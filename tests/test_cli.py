@@ -54,12 +54,12 @@ def test_every_field_of_every_command_has_a_flag_with_its_description(path, comm
         if action.option_strings:
             assert f"--{name.replace('_', '-')}" in action.option_strings, (name, action.option_strings)
         assert field.description.split("(")[0].strip()[:40] in action.help, (name, action.help)
-        registry = field_registry(field)
+        registry = field_registry(field, command.model, name)
         if registry is not None:  # choices come from the registry
             assert action.metavar == "{" + ",".join(registry.names()) + "}"
 
 
-def test_help_of_every_command_prints():
+def test_help_of_every_command_prints(spawn):
     for path, _ in all_commands():
         out = subprocess.run([sys.executable, "-m", "raypipe.cli", *path.split(), "--help"], capture_output=True,
                              text=True, timeout=120)
@@ -70,7 +70,18 @@ def test_help_of_every_command_prints():
     (["curate", "--input", "i", "--output", "o", "--verify-timeout", "2.5"], "verify_timeout_s", 2.5),
     (["serve", "--manifest", "m", "--retry-after", "3"], "retry_after_s", 3.0),
     (["serve", "--manifest", "m", "--batch-wait", "0.01"], "batch_wait_s", 0.01),
-    (["judge", "--input", "i", "--output", "o", "--timeout", "7"], "timeout_s", 7.0),
+    (["judge", "--input", "i", "--output", "o", "--timeout", "7"], "request_timeout_s", 7.0),
+    # settings now shared (one definition each), under their shared names; the old spellings still work
+    (["judge", "--input", "i", "--output", "o", "--timeout-s", "7"], "request_timeout_s", 7.0),
+    (["judge", "--input", "i", "--output", "o", "--max-retries", "5"], "retries", 5),
+    (["judge", "--input", "i", "--output", "o", "--max-steps", "9"], "max_judged_steps", 9),
+    (["loss-probe", "--input", "i", "--output", "o", "--max-tokens", "99"], "max_scored_tokens", 99),
+    (["train", "--data", "d", "--model", "m", "--output", "o", "--storage", "s3://b/ckpt"], "checkpoint_storage",
+     "s3://b/ckpt"),
+    (["serve-model", "--model", "m", "--name", "x"], "served_model_name", "x"),
+    (["serve-model", "--model", "m", "--ray-cpus", "4"], "num_cpus", 4),
+    (["serve-model", "--model", "m", "--num-cpus", "0.25"], "replica_cpus", 0.25),
+    (["diagnose", "--sources", "A,B", "--judge", "j", "--output", "o.html"], "judge_outputs", ["j"]),
     (["eval", "--model", "m", "--output", "o", "--request-timeout", "9"], "request_timeout_s", 9.0),
     (["eval", "--model", "m", "--output", "o", "--benchmark-file", "aime24=a.jsonl", "--benchmark-file",
       "math500=s3://b/m.jsonl"], "benchmark_files", {"aime24": "a.jsonl", "math500": "s3://b/m.jsonl"}),
@@ -109,7 +120,7 @@ def experiment_yaml(tmp_path: Path, **sections) -> Path:
     return path
 
 
-def test_experiment_rejects_a_misspelled_stage_key_naming_it(tmp_path):
+def test_experiment_rejects_a_misspelled_stage_key_naming_it(spawn, tmp_path):
     path = experiment_yaml(tmp_path, train={"max_len": 256, "gradient_checkpionting": False})
     out = subprocess.run([sys.executable, "-m", "raypipe.cli", "experiment", str(path), "--dry-run"],
                          capture_output=True, text=True, timeout=120)
@@ -121,7 +132,7 @@ def test_experiment_rejects_a_misspelled_stage_key_naming_it(tmp_path):
     assert "gradient_checkpointing: true" in out.stdout  # the dry run shows effective settings, false ones too
 
 
-def other_value(field, default):
+def other_value(field, default, model=None, name=None):
     """A valid value of this field that differs from its default (None: the field has only one valid value)."""
     ann = field.annotation
     args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (
@@ -129,7 +140,7 @@ def other_value(field, default):
     base = args[0] if args else ann
     if typing.get_origin(base) is typing.Annotated:
         base = typing.get_args(base)[0]
-    registry = field_registry(field)
+    registry = field_registry(field, model, name)
     if registry is not None:
         return [n for n in registry.names() if n != default]
     if typing.get_origin(base) is typing.Literal:
@@ -178,7 +189,7 @@ def test_every_field_of_every_stage_reaches_that_stage(tmp_path):
                 skipped.append((stage, name))
                 continue
             default = model.model_fields[name].get_default(call_default_factory=True)
-            for value in other_value(model.model_fields[name], default):
+            for value in other_value(model.model_fields[name], default, model, name):
                 try:
                     cfg = load_experiment(str(experiment_yaml(tmp_path, arms=["A-all"], **{stage: {name: value}})))
                     got = next(s for s in stages(cfg) if s.stage == stage)

@@ -23,7 +23,7 @@ MATH500 = TRAJECTORIES / "skyt1_math-correct-5K-27B_math500.jsonl"
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(spawn):
     need_shared_data()
     c = LocalCluster(cpus_per_node=1)
     try:
@@ -102,7 +102,7 @@ def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_pa
     check_output(out, n_rows)
 
     nodes = {n["raylet"]["nodeId"] for n in cluster.alive_nodes()}
-    used, _ = job_nodes(cluster, "ScoreChunks")
+    used, _ = job_nodes(cluster, "ScoreChunkActor")
     assert len(nodes) == 2 and used == nodes, f"scoring actors ran on {used}, cluster nodes {nodes}"
 
     # The experiment runner's job entry point works from the uploaded working dir (plan only: --dry-run).
@@ -158,7 +158,7 @@ def test_worker_node_killed_mid_job_still_finishes_balanced(cluster, tmp_path):
     assert proc.returncode == 0, log[-4000:]
     assert job_status(cluster, sid) == "SUCCEEDED"
     check_output(out, n_rows)
-    _, restarts = job_nodes(cluster, "ScoreChunks")
+    _, restarts = job_nodes(cluster, "ScoreChunkActor")
     assert restarts >= 1, "the scoring actor on the killed node should have been restarted"
     # The same input on one node, undisturbed, gives the same records and decisions.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -42,10 +42,10 @@ class QuestionsPerStep(BranchProxy):
         return as_float(table, "questions_per_step")
 
 
-def test_a_proxy_registered_in_this_file_curates_end_to_end(shared_data, tmp_path):
+def test_a_proxy_registered_in_this_file_curates_end_to_end(spawn, shared_data, tmp_path):
     from raypipe.core.policy import n_to_drop
     from raypipe.curate.config import CurateConfig
-    from raypipe.curate.job import rank_columns
+    from raypipe.curate.phase2 import rank_columns
     from raypipe.online.scorer import OnlineScorer, ScoreResult, load_run
 
     args = ["--input", str(shared_data / "trajectories"), "--output", str(tmp_path / "run"), "--num-cpus", "2",

@@ -16,7 +16,7 @@ from raypipe.curate import groupby
 from raypipe.curate.dedup import FIX_SCHEMA, apply_fixes, find_duplicates
 from raypipe.curate.dedup_buckets import fixes_in_process
 from raypipe.curate.radix import key_table, thresholds_from_tables
-from raypipe.curate.select import compute_thresholds
+from raypipe.curate.exact_thresholds import compute_thresholds
 
 
 def markup_by_source(ranks: pa.Table) -> dict[str, str]:
@@ -172,6 +172,19 @@ def test_reference_steps_and_markup_from_partials(seed):
 
 def test_select_policy_on_ray_equals_the_driver_path(ray_local, tmp_path):
     """Chunk files on disk, the Ray tasks, a tiny bucket limit: the same policy and fixes as the old phase 2."""
+    from raypipe.executor import RayExecutor
+
+    check_select_policy(RayExecutor(), tmp_path)
+
+
+def test_select_policy_in_process_equals_the_driver_path(tmp_path):
+    """The same tasks through the in-process executor: no Ray, the same policy and fixes."""
+    from raypipe.executor import LocalExecutor
+
+    check_select_policy(LocalExecutor(2), tmp_path)
+
+
+def check_select_policy(executor, tmp_path):
     from raypipe.curate.config import CurateConfig
     from raypipe.curate.phase2 import select_policy
 
@@ -192,7 +205,7 @@ def test_select_policy_on_ray_equals_the_driver_path(ray_local, tmp_path):
             chunks.append({"key": key, "uri": shard, "order": 2 * order + half})
     config = CurateConfig(input=str(tmp_path), output=str(out), proxy="step-ratio", reference_source="s1",
                           drop_top=0.1)
-    policy, summary = select_policy(config, chunks, io.Storage(), buckets=3, bucket_limit=2)
+    policy, summary = select_policy(config, chunks, io.Storage(), executor, buckets=3, bucket_limit=2)
 
     table = pa.concat_tables(pq.read_table(f) for f in sorted((out / "_work" / "scored").glob("*.parquet")))
     fixes = find_duplicates(table, {f"in{i}.jsonl": i for i in range(3)})

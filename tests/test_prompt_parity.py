@@ -11,7 +11,7 @@ from raypipe.train.config import TrainConfig
 from raypipe.train.render import render_text
 
 
-@pytest.mark.parametrize("version", list(prompts.TEMPLATES))
+@pytest.mark.parametrize("version", prompts.PROMPTS.names())
 def test_train_and_eval_render_the_same_prompt_string(version, tiny_model_path):
     from raypipe.tiny import load_tokenizer
 

@@ -122,11 +122,13 @@ def test_a_template_that_strips_the_reasoning_is_an_error(tokenizer, stripping_t
 
 
 def test_curated_data_without_the_canonical_columns_is_split_from_the_response(tiny_model_path, tokenizer):
+    from raypipe.train.config import TrainConfig
     from raypipe.train.data import Tokenize
 
     records = [record(n) for n in ("think", "sky", "harmony", "answer_tags")]
     table = records_table(records)
-    tok = Tokenize(tiny_model_path, 4096, "drop", "auto", ["src"])
+    tok = Tokenize(TrainConfig(data="d", model=tiny_model_path, output="o", prompt_version="v1-raw"), tiny_model_path,
+                   ["src"])
     new = tok({c: table.column(c).to_numpy(zero_copy_only=False) for c in ("problem", "thinking", "final", "source")})
     old = tok({c: table.column(c).to_numpy(zero_copy_only=False) for c in ("problem", "response", "markup", "source")})
     assert new["status"] == old["status"] == ["ok"] * 4 and new["kind"] == old["kind"] == ["thinking"] * 4
@@ -137,6 +139,7 @@ def test_curated_data_without_the_canonical_columns_is_split_from_the_response(t
 def test_a_stripping_template_fails_the_tokenize_stage(tmp_path, tiny_model_path):
     import shutil
 
+    from raypipe.train.config import TrainConfig
     from raypipe.train.data import Tokenize
 
     path = tmp_path / "model"
@@ -147,7 +150,7 @@ def test_a_stripping_template_fails_the_tokenize_stage(tmp_path, tiny_model_path
     tok.chat_template = STRIPPING_TEMPLATE
     tok.save_pretrained(str(path))
     r = record("think")
-    stage = Tokenize(str(path), 4096, "drop", "auto", ["src"])
+    stage = Tokenize(TrainConfig(data="d", model=str(path), output="o", prompt_version="v1-raw"), str(path), ["src"])
     with pytest.raises(ReasoningDropped):  # never counted as a bad row and trained without it
         stage({"problem": [r["problem"]], "thinking": [r["thinking"]], "final": [r["final"]], "source": ["src"]})
 

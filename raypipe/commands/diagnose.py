@@ -3,35 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import Field, field_validator, model_validator
-
 from raypipe.commands import Command
-from raypipe.core.settings import Settings
-
-
-class DiagnoseSettings(Settings):
-    sources: list[str] = Field(description="A,B: A plays the paper's DeepSeek-R1, B its gpt-oss-120b")
-    loss: list[str] = Field([], description="loss-probe output folder(s), comma-separated")
-    judge: list[str] = Field([], description="judge output folder(s), comma-separated")
-    output: str = Field(description="HTML file to write (local or s3://)")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    s3_region: str | None = Field(None, description="S3 region")
-
-    @field_validator("sources", "loss", "judge", mode="before")
-    @classmethod
-    def _split(cls, v):
-        """'A,B' or [A, B]; blank entries dropped."""
-        if isinstance(v, str):
-            v = v.split(",")
-        return [x.strip() for x in v if x.strip()] if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
-
-    @model_validator(mode="after")
-    def _check(self) -> "DiagnoseSettings":
-        if len(self.sources) != 2:
-            raise ValueError("--sources takes exactly two names, A,B")
-        if not self.loss and not self.judge:
-            raise ValueError("give --loss and/or --judge output folders")
-        return self
+from raypipe.diagnostics.config import DiagnoseSettings
 
 
 def run(settings: DiagnoseSettings) -> int:
@@ -40,8 +13,8 @@ def run(settings: DiagnoseSettings) -> int:
 
     a, b = settings.sources
     try:
-        rows = write_compare(a, b, settings.loss, settings.judge, settings.output,
-                             io.Storage(settings.s3_endpoint, settings.s3_region))
+        rows = write_compare(a, b, settings.loss_outputs, settings.judge_outputs, settings.output,
+                             settings.storage())
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"raypipe diagnose: {e}", file=sys.stderr)
         return 2

@@ -3,29 +3,16 @@ branch statistics of the outputs). `raypipe eval compare RUN_A RUN_B …` prints
 from __future__ import annotations
 
 import sys
-from typing import Literal
-
-from pydantic import Field
-from pydantic_settings import CliPositionalArg
 
 from raypipe.commands import Command
-from raypipe.core.settings import Settings
-from raypipe.eval.config import EvalConfig
-
-
-class CompareSettings(Settings):
-    runs: CliPositionalArg[list[str]] = Field(description="evaluation output folders (or their results.json); the "
-                                              "first is the baseline of the Δ rows")
-    metric: Literal["avg@n", "pass@1", "maj@n"] = Field("avg@n", description="the metric compared")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    s3_region: str | None = Field(None, description="S3 region")
+from raypipe.eval.config import CompareSettings, EvalConfig
 
 
 def run_compare(settings: CompareSettings) -> int:
     from raypipe.core import io as rio
     from raypipe.eval.results import compare_table, load_results
 
-    storage = rio.Storage(settings.s3_endpoint, settings.s3_region)
+    storage = settings.storage()
     try:
         runs = [(r.rstrip("/").rsplit("/", 1)[-1], load_results(r, storage)) for r in settings.runs]
     except (FileNotFoundError, ValueError) as e:

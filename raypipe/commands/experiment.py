@@ -6,28 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import Field, field_validator
-from pydantic_settings import CliPositionalArg
-
 from raypipe.commands import Command
-from raypipe.core.settings import Settings
-
-
-class ExperimentCommandSettings(Settings):
-    config: CliPositionalArg[list[str]] = Field(description="experiment YAML (see cluster/experiments/); `plan "
-                                                "CONFIG` prints the stages' rows, tokens and GPU-hours instead of "
-                                                "running")
-    output: str | None = Field(None, description="experiment folder, local or s3:// (overrides the config's)")
-    model: str | None = Field(None, description="base model: path, s3:// copy or 'tiny' (overrides the config's)")
-    arms: list[str] | None = Field(None, description="comma-separated subset of arms to run")
-    dry_run: bool = Field(False, description="print every stage, whether it is done, and its effective settings")
-
-    @field_validator("config")
-    @classmethod
-    def _shape(cls, v: list[str]) -> list[str]:
-        if len(v) == 1 or (len(v) == 2 and v[0] == "plan"):
-            return v
-        raise ValueError("give CONFIG, or plan CONFIG")
+from raypipe.experiment.config import ExperimentCommandSettings
 
 
 def run(args: ExperimentCommandSettings) -> int:

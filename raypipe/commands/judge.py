@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from raypipe.commands import Command
-from raypipe.diagnostics.judge_config import JudgeConfig
+from raypipe.diagnostics.config import JudgeConfig
 
 
 def run(config: JudgeConfig) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from raypipe.commands import Command
-from raypipe.diagnostics.loss_job import LossConfig
+from raypipe.diagnostics.config import LossConfig
 
 
 def run(config: LossConfig) -> int:

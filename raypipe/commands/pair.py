@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from raypipe.commands import Command
-from raypipe.experiment.pairing import PairConfig
+from raypipe.experiment.config import PairConfig
 
 
 def run(config) -> int:

@@ -18,8 +18,10 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
 
 from raypipe.core.schema import stable_hash
+from raypipe.core.settings import SettingsGroup
 
 T = TypeVar("T")
 INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
@@ -55,6 +57,17 @@ class Storage:
         if uri.startswith("s3://"):
             return s3_filesystem(self.s3_endpoint, self.s3_region), uri[len("s3://"):].rstrip("/")
         return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+class StorageSettings(SettingsGroup):
+    """Where s3:// lives: the one definition of the two settings every command that reads or writes storage has."""
+
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL); credentials and "
+                                    "region from the standard AWS settings")
+    s3_region: str | None = Field(None, description="S3 region (else AWS_REGION / AWS_DEFAULT_REGION)")
+
+    def storage(self) -> Storage:
+        return Storage(self.s3_endpoint, self.s3_region)
 
 
 def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> pafs.S3FileSystem:

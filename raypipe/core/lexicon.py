@@ -5,6 +5,10 @@ import re
 from dataclasses import dataclass
 
 import yaml
+from pydantic import BaseModel, Field, field_validator
+
+from raypipe.core.registry import Registry
+from raypipe.core.settings import SettingsGroup
 
 
 @dataclass(frozen=True)
@@ -31,28 +35,37 @@ class Lexicon:
         return ("" if self.case_sensitive else "(?i)") + f"(?:{alts})"
 
 
-LEXICONS: dict[str, Lexicon] = {
-    # The paper's keyword proxy (arXiv 2604.01702): steps that open an alternative.
-    "paper": Lexicon("paper", "1", ("Perhaps", "Another", "Alternatively")),
-    # A wider set of strategy switches and self-interruptions.
-    "switch": Lexicon(
-        "switch",
-        "1",
-        ("Perhaps", "Another", "Alternatively", "Wait", "Hmm", "Let me try", "Let me think again",
-         "On second thought", "But maybe", "Maybe I should", "What if", "Instead", "Actually", "Or maybe",
-         "Let me reconsider", "Another approach", "Let me check"),
-    ),
-    "paper-zh": Lexicon("paper-zh", "1", ("或许", "也许", "另一种", "或者", "换个思路", "等等"), word_boundary=False),
-}
+LEXICONS: Registry[Lexicon] = Registry("lexicon")
+# The paper's keyword proxy (arXiv 2604.01702): steps that open an alternative.
+LEXICONS.add("paper", Lexicon("paper", "1", ("Perhaps", "Another", "Alternatively")))
+# A wider set of strategy switches and self-interruptions.
+LEXICONS.add("switch", Lexicon(
+    "switch", "1",
+    ("Perhaps", "Another", "Alternatively", "Wait", "Hmm", "Let me try", "Let me think again", "On second thought",
+     "But maybe", "Maybe I should", "What if", "Instead", "Actually", "Or maybe", "Let me reconsider",
+     "Another approach", "Let me check")))
+LEXICONS.add("paper-zh", Lexicon("paper-zh", "1", ("或许", "也许", "另一种", "或者", "换个思路", "等等"), word_boundary=False))
 
 
 def get_lexicon(name_or_path: str) -> Lexicon:
     """A named lexicon, or one defined in a YAML file: {name, version, markers, case_sensitive, word_boundary}."""
     if name_or_path in LEXICONS:
-        return LEXICONS[name_or_path]
+        return LEXICONS.get(name_or_path)
     if name_or_path.endswith((".yaml", ".yml")):
         with open(name_or_path) as f:
             spec = yaml.safe_load(f)
         return Lexicon(spec["name"], str(spec.get("version", "1")), tuple(spec["markers"]),
                        bool(spec.get("case_sensitive", False)), bool(spec.get("word_boundary", True)))
-    raise ValueError(f"unknown lexicon {name_or_path!r}: choose one of {sorted(LEXICONS)} or a YAML file")
+    raise ValueError(f"unknown lexicon {name_or_path!r}: choose one of {LEXICONS.names()} or a YAML file")
+
+
+class LexiconSettings(SettingsGroup):
+    lexicon: str = Field("paper", description="branch-marker lexicon: paper, switch, paper-zh, or a YAML file "
+                         "{name, version, markers, case_sensitive, word_boundary}")
+
+    @field_validator("lexicon")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in LEXICONS and not v.endswith((".yaml", ".yml")):
+            raise ValueError(f"unknown lexicon {v!r}: choose one of {LEXICONS.names()} or a YAML file")
+        return v

@@ -4,21 +4,24 @@ A rule ranks a source's verified-correct rows by a key (its primary value, then 
 break ties) and drops the k = floor(q * n + 0.5) rows with the highest keys (q * n rounded half up). The source's
 threshold is the key of the lowest dropped row, so "drop iff key >= threshold" reproduces the batch decision for
 any single row: this is what the online endpoint applies. The thresholds themselves are computed over the whole
-dataset by the curation job (raypipe.curate.select).
+dataset by the curation job (raypipe.curate.phase2).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from raypipe.core.formats import FORMATS
-from raypipe.core.proxies import PROXIES, step_ratio
+from raypipe.core.proxies import PROXIES, ProxySettings, step_ratio
 from raypipe.core.registry import registered
 from raypipe.core.rules import RULES
 from raypipe.core.schema import hash64
+from raypipe.core.settings import SeedSettings
 from raypipe.core.verify import CORRECT, UNVERIFIED
 
 
@@ -29,16 +32,27 @@ class Threshold(BaseModel):
     n_drop: int
 
 
-class Policy(BaseModel):
+class PolicySettings(ProxySettings, SeedSettings):
+    """The settings a keep/drop decision is made of (the thresholds come from the data)."""
+
+    rule: registered(RULES) = Field("top", description="which rows to drop: top (highest branch_score), random "
+                                    "(seeded), longest (most tokens), keep-all (none)")
+    drop_top: float = Field(0.10, ge=0.0, le=1.0, description="fraction q of verified-correct rows to drop per "
+                            "source (k = floor(q*n + 0.5))")
+    keep_incorrect: bool = Field(False, description="keep rows whose verdict is not 'correct' (else dropped with "
+                                 "their verdict as the reason)")
+    keep_unverified: bool = Field(False, description="keep rows with no reference answer (verdict unverified); "
+                                  "they are never ranked")
+    reference_source: str | None = Field(None, description="source whose steps per problem define step_ratio = 1 "
+                                         "(needed by --proxy step-ratio)")
+
+    def policy(self) -> "Policy":
+        return Policy.model_validate({k: getattr(self, k) for k in PolicySettings.model_fields})
+
+
+class Policy(PolicySettings):
     """Everything a decision depends on; stored in manifest.json and loaded by the online scorer."""
 
-    rule: registered(RULES) = "top"
-    drop_top: float = Field(0.10, ge=0.0, le=1.0)
-    proxy: registered(PROXIES) = "keyword-share"
-    seed: int = 0
-    keep_incorrect: bool = False
-    keep_unverified: bool = False  # rows without a reference answer (verdict unverified): kept, never ranked
-    reference_source: str | None = None
     thresholds: dict[str, Threshold | None] = {}
     default_threshold: float | None = None  # for sources the run never saw: a primary-key cut-off
     reference_steps: dict[str, float] = {}  # problem_id -> mean steps of the reference source
@@ -89,11 +103,85 @@ def _column(table: pa.Table, name: str, default=None) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [default] * table.num_rows
 
 
+@dataclass
+class RowFacts:
+    """What the decision rules read of one scored row."""
+
+    verdict: str | None
+    source: str
+    duplicate_of: str | None
+    format: str | None
+    needs_reasoning: bool  # its format carries a reasoning (an empty one is a defect)
+    n_steps: int | None
+    over_threshold: bool | None  # a verified-correct row at or over its source's threshold (None: no threshold)
+    known_source: bool  # the run saw this source (else the default threshold applies)
+
+
+class DecisionRule:
+    """One link of the decision chain: a (decision, reason) that settles the row, or None to pass it on."""
+
+    name: ClassVar[str]
+
+    def __call__(self, row: RowFacts, policy: "Policy") -> tuple[str, str] | None:
+        raise NotImplementedError
+
+
+class Duplicate(DecisionRule):
+    name = "duplicate"
+
+    def __call__(self, row, policy):
+        if row.duplicate_of is not None:
+            return "drop", f"duplicate (the same source, problem and response as id {row.duplicate_of})"
+        return None
+
+
+class EmptyReasoning(DecisionRule):
+    name = "empty reasoning"
+
+    def __call__(self, row, policy):
+        if row.needs_reasoning and not row.n_steps:
+            return "drop", f"empty reasoning (format {row.format} carries one)"
+        return None
+
+
+class Unverified(DecisionRule):
+    name = "verdict:unverified"
+
+    def __call__(self, row, policy):
+        if row.verdict != UNVERIFIED:
+            return None
+        if policy.keep_unverified or policy.keep_incorrect:
+            return "keep", "kept (unverified: no reference answer)"
+        return "drop", f"verdict:{row.verdict}"
+
+
+class NotCorrect(DecisionRule):
+    name = "verdict"
+
+    def __call__(self, row, policy):
+        return ("drop", f"verdict:{row.verdict}") if row.verdict != CORRECT and not policy.keep_incorrect else None
+
+
+class Ranked(DecisionRule):
+    name = "rule"
+
+    def __call__(self, row, policy):
+        if row.verdict == CORRECT and row.over_threshold:
+            rule = RULES.get(policy.rule)
+            return "drop", (f"rule:{policy.rule} ({rule.describes}, top {policy.drop_top:.0%} of "
+                            f"{'its source' if row.known_source else 'all sources'})")
+        return None
+
+
+# In this order: the first rule that settles a row gives its decision and reason (the manifest counts them so).
+DECISION_CHAIN: tuple[DecisionRule, ...] = (Duplicate(), EmptyReasoning(), Unverified(), NotCorrect(), Ranked())
+
+
 def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
     """decision (keep|drop), reason, branch_score, step_ratio and threshold for each row."""
     score, ratio = branch_scores(table, policy)
     primary, tb = rank_keys(table, policy, score)
-    rule = RULES.get(policy.rule)
+    drops = RULES.get(policy.rule).drops
     verdicts = table.column("verdict").to_pylist()
     sources = table.column("source").to_pylist()
     duplicates, formats = _column(table, "duplicate_of"), _column(table, "format")
@@ -105,27 +193,13 @@ def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
         th = policy.thresholds.get(source)
         limit = th.score if th is not None else (None if known else policy.default_threshold)
         limits.append(limit)
-        decision, reason = "keep", "kept"
-        if duplicates[i] is not None:
-            decision, reason = "drop", f"duplicate (the same source, problem and response as id {duplicates[i]})"
-        elif needs_reasoning.get(formats[i]) and not n_steps[i]:
-            decision, reason = "drop", f"empty reasoning (format {formats[i]} carries one)"
-        elif verdict == UNVERIFIED:
-            if not (policy.keep_unverified or policy.keep_incorrect):
-                decision, reason = "drop", f"verdict:{verdict}"
-            else:
-                reason = "kept (unverified: no reference answer)"
-        elif verdict != CORRECT and not policy.keep_incorrect:
-            decision, reason = "drop", f"verdict:{verdict}"
-        elif verdict == CORRECT and rule.drops and limit is not None:
-            if th is not None:
-                over = primary[i] > th.score or (primary[i] == th.score and tb[i] >= th.tiebreak)
-            else:
-                over = primary[i] >= limit
-            if over:
-                decision = "drop"
-                reason = (f"rule:{policy.rule} ({rule.describes}, top {policy.drop_top:.0%} of "
-                          f"{'its source' if known else 'all sources'})")
+        over = None
+        if drops and limit is not None:
+            over = (primary[i] > th.score or (primary[i] == th.score and tb[i] >= th.tiebreak)) if th is not None \
+                else primary[i] >= limit
+        row = RowFacts(verdict, source, duplicates[i], formats[i], bool(needs_reasoning.get(formats[i])), n_steps[i],
+                       over, known)
+        decision, reason = next((d for d in (rule(row, policy) for rule in DECISION_CHAIN) if d), ("keep", "kept"))
         decisions.append(decision)
         reasons.append(reason + _note(where[i]))
     return {

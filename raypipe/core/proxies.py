@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from raypipe.core.registry import Registry
+from pydantic import BaseModel, Field
+
+from raypipe.core.registry import Registry, registered
+from raypipe.core.settings import SettingsGroup
 
 if TYPE_CHECKING:
     from raypipe.core.policy import Policy
@@ -85,3 +88,8 @@ class MarkersPer1k(BranchProxy):
 
     def scores(self, table: pa.Table, policy: "Policy") -> np.ndarray:
         return as_float(table, "markers_per_1k_tokens")
+
+
+class ProxySettings(SettingsGroup):
+    proxy: registered(PROXIES) = Field("keyword-share", description="branch_score: keyword-share (branch_ratio), "
+                                       "step-ratio (steps / the reference source's), markers-per-1k")

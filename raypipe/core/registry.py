@@ -39,11 +39,40 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
 
 
 class Registry(Generic[T]):
-    """Operators of one kind by name, in registration order."""
+    """Members of one kind by name, in registration order: operator classes (`register`, a decorator) or typed
+    entries (`add`: lexicons, segmenters, prompt templates, benchmarks)."""
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._items: dict[str, type[T]] = {}
+        self._items: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, kind: str, entries: list) -> "Registry":
+        """A registry of typed entries, each under its own `name`."""
+        registry = cls(kind)
+        for entry in entries:
+            registry.add(entry.name, entry)
+        return registry
+
+    def add(self, name: str, entry: T) -> T:
+        """A typed entry (an instance, not a class) under its name."""
+        if name in self._items and self._items[name] != entry:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._items[name] = entry
+        return entry
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def keys(self) -> list[str]:
+        return self.names()
+
+    def values(self) -> list:
+        load_plugins()
+        return list(self._items.values())
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def add(cls: type[T]) -> type[T]:

@@ -8,28 +8,39 @@ from __future__ import annotations
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from raypipe.core import policy as decision
 from raypipe.core.graders import GRADERS, Grader
 from raypipe.core.lexicon import Lexicon, get_lexicon
-from raypipe.core.proxies import PROXIES
+from raypipe.core.proxies import PROXIES, ProxySettings
 from raypipe.core.registry import registered
-from raypipe.core.structure import STRUCTURE_FIELDS, measure
+from raypipe.core.structure import STRUCTURE_FIELDS, StructureSettings, measure
+from raypipe.core.settings import SettingsGroup
 
 
-class ScoringConfig(BaseModel):
+class GradingSettings(SettingsGroup):
+    """How an answer is found and compared with the reference: curation and evaluation alike."""
+
+    answer_from: Literal["final", "final-or-thinking"] = Field(
+        "final", description="final: grade the final part only; final-or-thinking: a finished reasoning with no "
+        "answer after it is graded from its last \\boxed{} (the reason says so)")
+    grader: registered(GRADERS) = Field("math-verify", description="how final answers are compared with references")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound in seconds on each answer comparison",
+                                    validation_alias=AliasChoices("verify_timeout_s", "verify_timeout"))
+
+
+class VerifierSettings(SettingsGroup):
+    verify_workers: int = Field(1, ge=1, description="math-verify worker processes per scorer")
+
+
+class ScoringConfig(StructureSettings, ProxySettings, GradingSettings, VerifierSettings):
     """What a row's scores depend on (the decision adds a Policy)."""
 
-    lexicon: str = Field("paper", description="branch-marker lexicon: paper, switch, paper-zh, or a YAML file")
-    segmenter: str = Field("blank", description="step separator: blank (blank lines), line, or a regex")
-    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound in seconds on each answer comparison")
-    verify_workers: int = Field(1, ge=1, description="grader worker processes per scorer")
-    grader: registered(GRADERS) = Field("math-verify", description="how final answers are compared with references")
-    proxy: registered(PROXIES) = Field("keyword-share", description="the branch proxy (its own columns are measured)")
-    answer_from: Literal["final", "final-or-thinking"] = Field(
-        "final", description="where the graded answer comes from: the final part only; or, when a finished "
-        "reasoning has no final part or none with an answer, the last \\boxed{} of the reasoning")
+    @classmethod
+    def of(cls, settings: BaseModel) -> "ScoringConfig":
+        """The scoring part of a command's settings (which inherit these fields, never copy them)."""
+        return cls.model_validate({k: getattr(settings, k) for k in cls.model_fields if k in type(settings).model_fields})
 
 
 SCORE_FIELDS = [

@@ -15,7 +15,7 @@ import typing
 from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import CliSettingsSource
 
 from raypipe.core.registry import load_plugins, registry_of
@@ -24,7 +24,44 @@ T = TypeVar("T", bound=BaseModel)
 CONFIG_HELP = "YAML file with any of these settings (flags given here win)"
 
 
-class Settings(BaseModel):
+class SettingsGroup(BaseModel):
+    """Base of every settings model: a command's, and the small shared ones it is made of.
+
+    A setting that several commands share is declared once, in a small group of its own (StorageSettings,
+    StructureSettings, Sampling, …) that the commands inherit. A model gives such a setting its own default in
+    DEFAULTS and says what it means for it in HELP; neither redeclares the field, so its name, type and checks stay
+    one definition (tests/test_settings.py holds every model to that).
+    """
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    HELP: ClassVar[dict[str, str]] = {}
+    # A shared setting that names a member of a registry the model chooses (e.g. `backend`): field -> registry.
+    REGISTRIES: ClassVar[dict[str, Any]] = {}
+    # A model generated from another (create_model): its fields are that model's, not definitions of their own.
+    GENERATED_FROM: ClassVar[type | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        defaults, helps = cls.__dict__.get("DEFAULTS") or {}, cls.__dict__.get("HELP") or {}
+        unknown = (set(defaults) | set(helps)) - set(cls.model_fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: DEFAULTS/HELP name settings it does not have: {sorted(unknown)}")
+        if defaults or helps:
+            for name, value in defaults.items():
+                cls.model_fields[name].default = value
+            for name, text in helps.items():
+                cls.model_fields[name].description = text
+            cls.model_rebuild(force=True)
+
+    @model_validator(mode="after")
+    def _registered(self) -> "SettingsGroup":
+        for name, registry in self.REGISTRIES.items():
+            registry.check(getattr(self, name))
+        return self
+
+
+class Settings(SettingsGroup):
     """Base of every command's model: an unknown or misspelled key is an error that names it."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -63,8 +100,68 @@ class Settings(BaseModel):
                 for name, f in cls.model_fields.items() if not f.is_required()}
 
 
-def field_registry(field) -> Any:
-    """The registry a field names a member of (a `registered(...)` field, optional or not), else None."""
+class SeedSettings(SettingsGroup):
+    seed: int = Field(0, description="seed of everything the command draws at random: the same seed, the same result")
+
+
+class OutputSettings(SettingsGroup):
+    output: str = Field(description="output folder, local or s3://")
+
+
+class InputSettings(SettingsGroup):
+    input: str = Field(description="trajectories: a file, folder or glob of JSONL (.gz/.zst) or Parquet; local or "
+                       "s3://")
+
+
+class LimitSettings(SettingsGroup):
+    limit: int | None = Field(None, ge=1, description="only the first N items")
+
+
+class OverwriteSettings(SettingsGroup):
+    overwrite: bool = Field(False, description="replace an earlier run in --output made with other settings")
+
+
+class BackendSettings(SettingsGroup):
+    """The engine that runs a command's model; each command names its registry in REGISTRIES["backend"]."""
+
+    backend: str = Field(description="the engine that runs the model")
+
+
+class BatchSettings(SettingsGroup):
+    batch_size: int = Field(8, ge=1, description="items processed together")
+
+
+class ModelSettings(SettingsGroup):
+    model: str | None = Field(description="causal LM: a Hugging Face checkpoint folder, an s3:// copy of one, a hub "
+                              "id, or 'tiny'")
+
+    @field_validator("model")
+    @classmethod
+    def _given(cls, v):
+        if v is None and cls.model_fields["model"].default is not None:  # None only where None is the default
+            raise ValueError("a model is needed")
+        return v
+
+
+class ReplicaSettings(SettingsGroup):
+    replicas: int = Field(1, ge=1, description="replicas of the deployment")
+
+
+class ReplicaCpuSettings(SettingsGroup):
+    replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
+
+
+class HttpSettings(SettingsGroup):
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
+    port: int = Field(8000, description="HTTP port")
+    route_prefix: str = Field("/", description="route prefix of the application")
+
+
+def field_registry(field, model: type[BaseModel] | None = None, name: str | None = None) -> Any:
+    """The registry a field names a member of (a `registered(...)` field, optional or not, or one the model's
+    REGISTRIES names), else None."""
+    if model is not None and name in getattr(model, "REGISTRIES", {}):
+        return model.REGISTRIES[name]
     options = [field.annotation, *typing.get_args(field.annotation)] if typing.get_origin(field.annotation) in (
         typing.Union, types.UnionType) else [field.annotation]
     return next((registry_of(a) for a in [*options, *field.metadata] if registry_of(a)), None)
@@ -92,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> No
                                add_argument_method=_add_argument)
     for action in parser._actions:  # registry-backed fields: list the names registered now
         field = model.model_fields.get(action.dest)
-        registry = field_registry(field) if field is not None else None
+        registry = field_registry(field, model, action.dest) if field is not None else None
         if registry is not None:
             action.metavar = "{" + ",".join(registry.names()) + "}"
     parser.set_defaults(_settings_source=source, _settings_model=model)

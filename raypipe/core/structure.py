@@ -6,18 +6,28 @@ contains a marker of the chosen lexicon. `branch_ratio` = branch steps / steps i
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, Field, field_validator
 
 from raypipe.core.blank_steps import blank_counts_apply, blank_step_counts
-from raypipe.core.lexicon import Lexicon
+from raypipe.core.lexicon import Lexicon, LexiconSettings
+from raypipe.core.registry import Registry
+from raypipe.core.settings import SettingsGroup
 
-SEGMENTERS = {
-    "blank": r"\n[ \t\r]*\n",  # paragraphs separated by a blank line
-    "line": r"\n",
-}
+@dataclass(frozen=True)
+class Segmenter:
+    name: str
+    pattern: str  # the separator between steps (an RE2- and Python-compatible regex)
+    description: str
+
+
+SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
+SEGMENTERS.add("blank", Segmenter("blank", r"\n[ \t\r]*\n", "paragraphs separated by a blank line"))
+SEGMENTERS.add("line", Segmenter("line", r"\n", "every line a step"))
 # Tokens are estimated without a tokenizer, at 4 UTF-8 bytes a token (the usual BPE rule of thumb): a regex
 # token count costs 10x more than every other kernel here together.
 BYTES_PER_TOKEN = 4
@@ -37,7 +47,26 @@ STRUCTURE_FIELDS = [
 
 
 def segment_pattern(segmenter: str) -> str:
-    return SEGMENTERS.get(segmenter, segmenter)
+    """The separator regex of a named segmenter, or the regex given."""
+    return SEGMENTERS.get(segmenter).pattern if segmenter in SEGMENTERS else segmenter
+
+
+class SegmenterSettings(SettingsGroup):
+    segmenter: str = Field("blank", description="step separator: blank (blank lines), line, or a regex")
+
+    @field_validator("segmenter")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        if v not in SEGMENTERS:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"segmenter {v!r} is neither {SEGMENTERS.names()} nor a regex: {e}") from None
+        return v
+
+
+class StructureSettings(LexiconSettings, SegmenterSettings):
+    """How reasoning is cut into steps and which words open a branch."""
 
 
 def split_steps(text: str, segmenter: str = "blank") -> list[str]:

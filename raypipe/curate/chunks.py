@@ -185,7 +185,3 @@ def _find_newline(f, size: int, pos: int) -> int:
             return pos + at
         pos += len(data)
     return -1
-
-
-def chunk_name(chunk: Chunk) -> str:
-    return f"{posixpath.basename(chunk.uri)}[{chunk.start}:{chunk.end}]"

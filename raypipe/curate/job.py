@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -19,32 +20,23 @@ import pyarrow.parquet as pq
 
 from raypipe.core import io
 from raypipe.core.errors import ConfigMismatch, LayoutError
-from raypipe.core.policy import Policy
+from raypipe.core.policy import DECISION_CHAIN, Policy
 from raypipe.core.scoring import Scorer
 from raypipe.curate.ablate import delete_steps_table
 from raypipe.curate.aggregates import aggregate, merge
 from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
 from raypipe.curate.config import CurateConfig
-from raypipe.curate.dedup import KEY_COLUMNS, apply_fixes
+from raypipe.curate.dedup import apply_fixes
 from raypipe.curate.groupby import chunk_policy, read_reference
 from raypipe.curate.phase2 import reference_folder, select_policy
-from raypipe.curate.progress import progress
+from raypipe.core.registry import load_plugins
+from raypipe.core.stage import Stage
+from raypipe.executor import Executor, Pool, RayExecutor
 from raypipe.ray_env import quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
-from raypipe.curate.score import ScoreChunks, finish, marker_uri, scored_uri
+from raypipe.curate.score import ScoreChunk, finish, marker_uri, scored_uri
 
-# What phase 2 reads of every scored row beside what the policy's proxy and rule need: the dedup keys and the
-# markup. The manifest and the report come from phase 3's per-chunk aggregates (raypipe.curate.aggregates).
-PHASE2_COLUMNS = ["source", "verdict", "markup", *KEY_COLUMNS]
 WRITE_WINDOW = 2  # phase-3 tasks in flight per CPU of the cluster
-
-
-def rank_columns(config: CurateConfig) -> list[str]:
-    """The scored columns phase 2 reads: the decision's (proxy and rule declare theirs), dedup's and the markup."""
-    needed = config.policy().columns() + PHASE2_COLUMNS
-    if config.reference_source or config.reference_input:
-        needed += ["problem_id", "n_steps"]
-    return list(dict.fromkeys(needed))
 
 
 def _say(msg: str) -> None:
@@ -111,11 +103,8 @@ def run_curate(config: CurateConfig) -> dict:
     files = io.list_input_files(config.input, storage)
     _prepare_output(config, storage)
     ensure_ray(config.num_cpus, plugins=config.plugins)
-    import ray
-
-    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per phase, ours
     with quiet_ray():
-        manifest = _run(config, storage, files, t_start)
+        manifest = _run(config, storage, files, t_start, RayExecutor())
     c = manifest["counts"]
     _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
          f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected")
@@ -124,7 +113,8 @@ def run_curate(config: CurateConfig) -> dict:
     return manifest
 
 
-def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]], t_start: float) -> dict:
+def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]], t_start: float,
+         ex: Executor) -> dict:
     from raypipe.curate.report import build_manifest, write_report
 
     inputs = [u for u, _ in files]
@@ -132,19 +122,21 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
     pending = unfinished(chunks, config.output, storage)
     _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
          f"{len(pending)} to score -> {config.output}")
-    scored = run_phase1(config, index_lines(chunks, pending, config, storage), storage) if pending else {}
-    expected = harmonise_markup(config, chunks, scored, storage)
-    reference = score_reference(config, storage) if config.reference_input else []
+    scored = run_phase1(config, index_lines(chunks, pending, config, storage, ex), ex) if pending else {}
+    expected = harmonise_markup(config, chunks, scored, storage, ex)
+    reference = score_reference(config, storage, ex) if config.reference_input else []
 
     policy, selected = select_policy(
-        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
+        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage, ex,
         reference_chunks=reference)
     policy = policy.model_copy(update={"markup_by_source": expected})
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{selected.get('passes', 0)} ranking passes")
-    stats, merged = run_phase3(config, chunks, policy, storage)
+    stats, merged = run_phase3(config, chunks, policy, storage, ex)
     dedup = {"duplicates": selected["duplicates"], "renamed_ids": selected["renamed"]}
     manifest = build_manifest(config, inputs, stats, merged, dedup, policy, time.time() - t_start)
+    manifest["stages"] = {name: dataclasses.asdict(s) for name, s in ex.stats.items()}  # the executor's counts
+    manifest["decision_rules"] = [rule.name for rule in DECISION_CHAIN]  # the order a row's reason is found in
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
     write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
     return manifest
@@ -156,11 +148,10 @@ def unfinished(chunks: list[Chunk], output: str, storage: io.Storage) -> list[Ch
     return [c for c in chunks if f"{c.key}.json" not in done]
 
 
-def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig, storage: io.Storage) -> list[Chunk]:
+def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig, storage: io.Storage,
+                ex: Executor) -> list[Chunk]:
     """The pending chunks with their first row numbers: newline counts of the byte ranges before them, counted in
     parallel tasks once per file and kept in _work/index/."""
-    import ray
-
     files = {c.uri for c in pending if c.first_row < 0}
     if not files:
         return pending
@@ -175,8 +166,7 @@ def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig,
             todo += ranges
     if todo:
         _say(f"line index: counting the newlines of {len(todo)} byte ranges")
-        task = ray.remote(num_cpus=0.5)(count_newlines)
-        got = ray.get([task.remote(c.uri, c.start, c.end, storage) for c in todo])
+        got = ex.get([ex.submit(count_newlines, c.uri, c.start, c.end, storage) for c in todo])
         new = {c.key: tuple(g) for c, g in zip(todo, got)}
         counts.update(new)
         for uri in {c.uri for c in todo}:
@@ -187,7 +177,7 @@ def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig,
     return [placed.get(c.key, c) for c in pending]
 
 
-def score_reference(config: CurateConfig, storage: io.Storage) -> list[str]:
+def score_reference(config: CurateConfig, storage: io.Storage, ex: Executor) -> list[str]:
     """Phase 1 over the --reference-input's chunks, into _work/reference/ (resumable the same way; never written
     to curated/ or dropped/); their keys."""
     ref = config.model_copy(update={"input": config.reference_input, "output": reference_folder(config.output)})
@@ -195,40 +185,31 @@ def score_reference(config: CurateConfig, storage: io.Storage) -> list[str]:
     pending = unfinished(chunks, ref.output, storage)
     _say(f"reference input: {len(chunks)} chunks, {len(pending)} to score -> {ref.output}")
     if pending:
-        run_phase1(ref, index_lines(chunks, pending, ref, storage), storage, "phase 1/3 score the reference")
+        run_phase1(ref, index_lines(chunks, pending, ref, storage, ex), ex, "phase 1/3 score the reference")
     return [c.key for c in chunks]
 
 
-def run_phase1(config: CurateConfig, pending: list[Chunk], storage: io.Storage,
+def run_phase1(config: CurateConfig, pending: list[Chunk], ex: Executor,
                label: str = "phase 1/3 score") -> dict[str, dict]:
-    """Score the pending chunks; {chunk key: its markup votes}."""
-    import ray
-
-    lo, hi, cpus = scoring_pool(config, len(pending))
-    _say(f"{label}: {lo}..{hi} actors x {cpus:g} CPU (incl. {config.verify_workers} verifier process(es))")
-    results = ray.data.from_items([c.to_dict() for c in pending]).map_batches(
-        ScoreChunks, fn_constructor_kwargs={"config": config.model_dump_json()}, batch_size=1,
-        # Ray Data's defaults restart actors and retry their tasks without limit, which a lost node needs
-        # (a capped budget is spent before the node is declared dead); a rescored chunk rewrites the same files.
-        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi), num_cpus=cpus,
-    )
+    """Score the pending chunks (the ScoreChunk stage in an autoscaling actor pool); {chunk key: its markup votes}."""
+    pool = scoring_pool(config, len(pending), ex.cpus())
+    _say(f"{label}: {pool.min_size}..{pool.max_size} actors x {pool.cpus:g} CPU (incl. {config.verify_workers} "
+         "verifier process(es))")
     errors, markups = [], {}
-    with progress(label, sum(c.nbytes for c in pending), len(pending)) as bar:
-        for row in results.iter_rows():
-            if row["error"]:
-                errors.append(row["error"])
-            markups[row["key"]] = json.loads(row["markups"])
-            bar.advance(int(row["nbytes"]), int(row["records"]))
+    for row in ex.map(ScoreChunk(config), [c.to_dict() for c in pending], pool=pool, label=label,
+                      size=lambda c: c["nbytes"], records=lambda r: int(r["records"])):
+        if row["error"]:
+            errors.append(row["error"])
+        markups[row["key"]] = json.loads(row["markups"])
     if errors:
         raise LayoutError("; ".join(errors))
     return markups
 
 
 def harmonise_markup(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
-                     storage: io.Storage) -> dict[str, str]:
+                     storage: io.Storage, ex: Executor) -> dict[str, str]:
     """The dataset's markup per source, with the records it makes unfinished fixed in their chunks (see
     raypipe.curate.markup). Chunks scored by an earlier run give their votes from their markers."""
-    import ray
     from concurrent.futures import ThreadPoolExecutor
 
     def marker_votes(c: Chunk) -> dict:
@@ -243,8 +224,7 @@ def harmonise_markup(config: CurateConfig, chunks: list[Chunk], known: dict[str,
     expected = expected_markup([known[c.key] for c in chunks])
     todo = [c for c in chunks if needs_fix(known[c.key], expected)]
     if todo:
-        fix = ray.remote(num_cpus=0.5)(_fix_markup)
-        n = sum(ray.get([fix.remote(config.model_dump_json(), c.key, expected) for c in todo]))
+        n = sum(ex.get([ex.submit(_fix_markup, config.model_dump_json(), c.key, expected) for c in todo]))
         _say(f"markup: {n} records in {len(todo)} chunks have no markup where their source uses it (unfinished "
              "reasoning): normalised and scored again")
     return expected
@@ -260,51 +240,49 @@ def _fix_markup(config: str, key: str, expected: dict[str, str]) -> int:
         scorer.close()
 
 
-def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage) -> tuple[list, dict]:
-    """Every chunk written by a Ray task (one CPU each, at most WRITE_WINDOW per CPU in flight), the results folded
-    in as they finish. Plain tasks, not a Ray Data map: its resource budget ran one 0.5-CPU task at a time here."""
-    import ray
+class WriteChunk(Stage):
+    """Phase 3 as a stage: a chunk key in; its curated/ and dropped/ parts written under the one policy, its
+    aggregate and marker out. Idempotent: run again, it rewrites the same files."""
 
+    name = "write"
+    reads = ("key",)
+    writes = ("key", "aggregate", "marker")
+
+    def __init__(self, config: CurateConfig, policy: Policy):
+        self.config, self.policy = config, policy
+
+    def setup(self) -> None:
+        load_plugins(self.config.plugins)
+
+    def process(self, item: dict) -> dict:
+        return io.retried(write_shard, item["key"], self.config, self.policy, self.config.storage(), attempts=3)
+
+
+def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storage: io.Storage,
+               ex: Executor) -> tuple[list, dict]:
+    """Every chunk written by a task of its own (one CPU each, at most WRITE_WINDOW per CPU in flight), the results
+    folded in as they finish: the driver never holds a row. Tasks, not an actor pool: a Ray Data map's resource
+    budget ran one 0.5-CPU task at a time here."""
     for part in ("curated", "dropped"):  # rewritten whole under the one policy
         io.remove_tree(io.join(config.output, part), storage)
-    # a lost worker or node: the task again (it rewrites the same files)
-    task = ray.remote(num_cpus=1, max_retries=-1)(_write_chunk)
-    args = (config.model_dump_json(), policy.model_dump_json())
-    window = max(2, int(WRITE_WINDOW * ray.cluster_resources().get("CPU", 1)))
-    todo, running = list(reversed(chunks)), {}
-    stats, merged = [], merge([])  # merged as they arrive: the driver never holds a row
-    with progress("phase 3/3 write", sum(c.nbytes for c in chunks), len(chunks)) as bar:
-        while todo or running:
-            while todo and len(running) < window:
-                c = todo.pop()
-                running[task.remote(c.key, *args)] = c
-            done, _ = ray.wait(list(running), num_returns=1)
-            c = running.pop(done[0])
-            row = ray.get(done[0])
-            stats.append(json.loads(row["marker"]))
-            part = json.loads(row["aggregate"])
-            merged = merge([merged, part])
-            bar.advance(c.nbytes, sum(x["records"] for x in part["chunks"].values()))
+    stats, merged = [], merge([])
+    window = max(2, int(WRITE_WINDOW * ex.cpus()))
+    nbytes = {c.key: c.nbytes for c in chunks}
+    for row in ex.map(WriteChunk(config, policy), [{"key": c.key} for c in chunks], window=window,
+                      label="phase 3/3 write", size=lambda c: nbytes[c["key"]],
+                      records=lambda r: sum(x["records"] for x in json.loads(r["aggregate"])["chunks"].values())):
+        stats.append(json.loads(row["marker"]))
+        merged = merge([merged, json.loads(row["aggregate"])])
     return stats, merged
 
 
-def scoring_pool(config: CurateConfig, n_chunks: int) -> tuple[int, int, float]:
-    """(min actors, max actors, CPUs per actor). An actor's CPUs count its verifier worker processes; the default
-    pool starts with what the cluster holds now and grows with it (up to one actor per chunk)."""
-    import ray
-
-    verifiers = config.verify_workers * config.verifier_cpus
+def scoring_pool(config: CurateConfig, n_chunks: int, cpus: float) -> Pool:
+    """The phase-1 pool: a copy's CPUs count its verifier worker processes; by default it starts with what the
+    cluster holds now and grows with it (up to one actor per chunk)."""
+    per_copy = ScoreChunk(config).resources.total_cpus
     if config.actors:
-        return config.actors, config.actors, 1.0 + verifiers
-    cpus = ray.cluster_resources().get("CPU", 1)
+        return Pool(config.actors, config.actors, per_copy)
     hi = max(1, min(config.max_actors or n_chunks, n_chunks))
     lo = min(hi, config.min_actors or max(1, min(int(cpus), n_chunks)))
     # On a small machine the pool must leave room for Ray Data's own tasks: a pool holding every CPU deadlocks.
-    per_actor = min(1.0 + verifiers, max(0.25, (cpus - 0.5) / lo))
-    return lo, hi, per_actor
-
-
-def _write_chunk(key: str, config: str, policy: str) -> dict:
-    cfg = CurateConfig.model_validate_json(config)
-    storage = io.Storage(cfg.s3_endpoint, cfg.s3_region)
-    return io.retried(write_shard, key, cfg, Policy.model_validate_json(policy), storage, attempts=3)
+    return Pool(lo, hi, min(per_copy, max(0.25, (cpus - 0.5) / lo)))

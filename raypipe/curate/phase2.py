@@ -1,18 +1,17 @@
-"""Phase 2 of the curation job on Ray: duplicates, reference steps, exact thresholds and markup, with a driver
-that holds O(sources x buckets) values, never O(records).
+"""Phase 2 of the curation job: duplicates, reference steps, exact thresholds and markup, with a driver that holds
+O(sources x buckets) values, never O(records).
 
-    policy, summary = select_policy(config, chunks, storage)
+    policy, summary = select_policy(config, chunks, storage, executor)
 
 `chunks`: [{"key", "uri", "order"}]: a chunk's scored records are `_work/scored/part-{key}.parquet`, `uri` is its
-input file and `order` its place in the input order. Every step is a Ray task over one chunk or one hash bucket
-(fractional CPUs: no actor pool, so nothing can starve the tasks on a small machine); the pure logic is in
+input file and `order` its place in the input order. Every step is a task over one chunk or one hash bucket, given
+to the executor (raypipe.executor: fractional CPUs on Ray, no actor pool, so nothing can starve the tasks on a
+small machine; or the calling process); the pure logic is in
 raypipe.curate.dedup_buckets, groupby and radix. Writes `_work/dedup/part-{key}.parquet` (the fixes phase 3
 applies), `_work/reference_steps/` (with --reference-source) and `_work/select/keys/` (each chunk's rank keys,
 read again by the later passes).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +23,7 @@ from raypipe.core.registry import load_plugins
 from raypipe.curate import groupby, radix
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS
+from raypipe.executor import Executor
 from raypipe.curate.dedup_buckets import (bucket_fixes, bucket_renames, chunk_fix_files, partition_chunk,
                                           route_renames)
 
@@ -43,7 +43,7 @@ def _fixes(output: str, key: str, storage: io.Storage) -> pa.Table | None:
     return io.read_parquet(uri, storage) if io.exists(uri, storage) else None
 
 
-# ---- the tasks (plain functions; select_policy wraps them with ray.remote) ----
+# ---- the tasks (plain functions; select_policy submits them to the executor) ----
 
 def _partition(output, storage, key, chunk, shard_order, buckets):
     keys = io.read_parquet(_scored(output, key), storage, columns=KEY_COLUMNS)
@@ -107,17 +107,6 @@ def _fetch(output, storage, key, groups):
     return radix.fetch_chunk(io.read_parquet(_keys_uri(output, key), storage), groups)
 
 
-def _gather(refs: list, fold: Callable) -> None:
-    """ray.get the refs as they finish, folding each result in (never all results at once)."""
-    import ray
-
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=min(len(pending), 16))
-        for value in ray.get(done):
-            fold(value)
-
-
 def rank_columns(config: CurateConfig) -> list[str]:
     needed = config.policy().columns() + KEY_COLUMNS + ["markup"]
     if config.reference_source or config.reference_input:
@@ -130,12 +119,11 @@ def reference_folder(output: str) -> str:
     return io.join(output, "_work", "reference")
 
 
-def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage, buckets: int | None = None,
-                  bucket_limit: int = 4096, reference_chunks: list[str] = ()) -> tuple[Policy, dict]:
+def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage, ex: Executor,
+                  buckets: int | None = None, bucket_limit: int = 4096,
+                  reference_chunks: list[str] = ()) -> tuple[Policy, dict]:
     """Duplicate fixes, reference steps, exact thresholds and markup_by_source over all scored chunks.
     `reference_chunks`: the keys of the --reference-input's chunks, scored under reference_folder(output)."""
-    import ray
-
     out = config.output
     chunks = sorted(chunks, key=lambda c: c["order"])
     n = len(chunks)
@@ -146,12 +134,8 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         shard_order.setdefault(c["uri"], len(shard_order))
     names = sorted(f"part-{c['key']}.parquet" for c in chunks)  # the order the old read_parquet_dir concatenated
     pos_base = {c["key"]: names.index(f"part-{c['key']}.parquet") << 32 for c in chunks}
-    remote = {f.__name__: ray.remote(num_cpus=TASK_CPUS)(f) for f in (
-        _partition, _renames, _bucket_fixes, _write_fixes, _reference_partial, _reference_combine, _keys_pass,
-        _count, _fetch)}
-
-    def task(f):
-        return remote[f.__name__]
+    def task(f, *args, num_returns=1):
+        return ex.submit(f, *args, cpus=TASK_CPUS, num_returns=num_returns)
     summary: dict = {"chunks": n, "buckets": b, "duplicates": 0, "renamed": 0}
     policy = config.policy()
     if n == 0:
@@ -159,23 +143,22 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
 
     # 1. duplicates and shared ids: partition by hash, one task per bucket, fixes written per chunk
     io.remove_tree(io.join(out, "_work", "dedup"), storage)
-    parts = [task(_partition).options(num_returns=2 * b).remote(out, storage, c["key"], i, shard_order, b)
+    parts = [task(_partition, out, storage, c["key"], i, shard_order, b, num_returns=2 * b)
              for i, c in enumerate(chunks)]
-    parts = [p if isinstance(p, list) else [p] for p in parts]
-    renames = [task(_renames).options(num_returns=b).remote(b, *(p[b + j] for p in parts)) for j in range(b)]
+    renames = [task(_renames, b, *(p[b + j] for p in parts), num_returns=b) for j in range(b)]
     renames = [r if isinstance(r, list) else [r] for r in renames]
-    fixes = [task(_bucket_fixes).options(num_returns=b).remote(b, n, *(p[j] for p in parts),
-                                                               *(r[j] for r in renames)) for j in range(b)]
+    fixes = [task(_bucket_fixes, b, n, *(p[j] for p in parts), *(r[j] for r in renames), num_returns=b)
+             for j in range(b)]
     fixes = [f if isinstance(f, list) else [f] for f in fixes]
     del parts, renames
-    writes = [task(_write_fixes).remote(out, storage, {i: c["key"] for i, c in enumerate(chunks) if i % b == g},
-                                        *(f[g] for f in fixes)) for g in range(b)]
+    writes = [task(_write_fixes, out, storage, {i: c["key"] for i, c in enumerate(chunks) if i % b == g},
+                   *(f[g] for f in fixes)) for g in range(b)]
     del fixes
 
     def add_dedup(counts):
         summary["duplicates"] += counts["duplicates"]
         summary["renamed"] += counts["renamed"]
-    _gather(writes, add_dedup)
+    ex.gather(writes, add_dedup)
 
     # 2. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
     columns = rank_columns(config)
@@ -185,15 +168,15 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         where, keys = (reference_folder(out), reference_chunks) if config.reference_input else \
             (out, [c["key"] for c in chunks])
         io.remove_tree(io.join(out, groupby.REFERENCE_DIR), storage)
-        partial = [task(_reference_partial).options(num_returns=b + 1).remote(
-            where, storage, key, columns, config.reference_source, b, bool(config.reference_input)) for key in keys]
+        partial = [task(_reference_partial, where, storage, key, columns, config.reference_source, b,
+                        bool(config.reference_input), num_returns=b + 1) for key in keys]
         seen: set[str] = set()
-        _gather([p[b] for p in partial], seen.update)
+        ex.gather([p[b] for p in partial], seen.update)
         if not config.reference_input:
             sources |= seen
-        combined = [task(_reference_combine).remote(out, storage, j, *(p[j] for p in partial)) for j in range(b)]
+        combined = [task(_reference_combine, out, storage, j, *(p[j] for p in partial)) for j in range(b)]
         del partial
-        problems = sum(ray.get(combined))
+        problems = sum(ex.get(combined))
         if problems == 0:
             what = (f"--reference-input {config.reference_input}: no verified-correct rows"
                     + (f" of source {config.reference_source!r}" if config.reference_source else "")
@@ -211,16 +194,15 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         radix.add_counts(first, result[0])
         groupby.fold_markup(markups, result[1])
         sources.update(result[2])
-    _gather([task(_keys_pass).remote(out, storage, c["key"], columns, pos_base[c["key"]], policy.model_dump_json(),
-                                         list(config.plugins))
-             for c in chunks], add_keys)
+    ex.gather([task(_keys_pass, out, storage, c["key"], columns, pos_base[c["key"]], policy.model_dump_json(),
+                    list(config.plugins)) for c in chunks], add_keys)
 
     def count_pass(groups):
         if groups is None:
             return first
         total: dict[str, np.ndarray] = {}
-        _gather([task(_count).remote(out, storage, c["key"], groups) for c in chunks],
-                lambda part: radix.add_counts(total, part))
+        ex.gather([task(_count, out, storage, c["key"], groups) for c in chunks],
+                  lambda part: radix.add_counts(total, part))
         return total
 
     def fetch_pass(groups):
@@ -229,7 +211,7 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         def add(part):
             for gid, t in part.items():
                 rows.setdefault(gid, []).append(t)
-        _gather([task(_fetch).remote(out, storage, c["key"], groups) for c in chunks], add)
+        ex.gather([task(_fetch, out, storage, c["key"], groups) for c in chunks], add)
         return {gid: pa.concat_tables(p) for gid, p in rows.items()}
 
     policy, stats = radix.select_thresholds(policy, count_pass, fetch_pass, bucket_limit, sources)

@@ -1,4 +1,4 @@
-"""Phase 1 of the curation job: score one chunk of input, one bounded block at a time.
+"""Phase 1 of the curation job: score one chunk of input, one bounded block at a time (the ScoreChunk stage).
 
 The scored records stream into `_work/scored/part-<key>.parquet` (a row group per scoring batch), the rows that
 cannot be read into `rejects/part-<key>.parquet`; then the chunk's completion marker `_work/done/<key>.json`
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,8 +18,10 @@ from raypipe.core import io
 from raypipe.core.blank_steps import value_offsets
 from raypipe.core.errors import LayoutError
 from raypipe.core.formats import InputFormat, make_format
+from raypipe.core.registry import load_plugins
 from raypipe.core.schema import records_table
 from raypipe.core.scoring import Scorer
+from raypipe.core.stage import Resources, Stage
 from raypipe.curate.chunks import Chunk, iter_blocks
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.markup import votes
@@ -34,33 +36,36 @@ def marker_uri(output: str, key: str) -> str:
     return io.join(output, "_work", "done", f"{key}.json")
 
 
-class ScoreChunks:
-    """Ray Data actor: score chunks. One Scorer (and its verifier workers) per actor."""
+class ScoreChunk(Stage):
+    """Phase 1 as a stage: a chunk (Chunk.to_dict) in, its counts out; one Scorer and its verifier workers per copy."""
 
-    def __init__(self, config: str):
-        self.config = CurateConfig.model_validate_json(config)
-        self.storage = io.Storage(self.config.s3_endpoint, self.config.s3_region)
+    name = "score"
+    reads = tuple(Chunk.__dataclass_fields__)
+    writes = ("key", "nbytes", "records", "markups", "error")
+
+    def __init__(self, config: CurateConfig):
+        self.config = config
+        self.resources = Resources(cpus=1.0, worker_processes=config.verify_workers, worker_cpus=config.verifier_cpus)
+
+    def setup(self) -> None:
+        load_plugins(self.config.plugins)  # the run's own formats, proxies and graders, in this process too
+        self.storage = self.config.storage()
         self.scorer = Scorer(self.config.scoring()).setup()
         self.fmt = make_format(self.config.format, self.config.fields)
 
-    def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = defaultdict(list)
-        for i in range(len(batch["key"])):
-            chunk = Chunk(**{f: (str if f in ("uri", "key", "kind") else int)(batch[f][i])
-                             for f in Chunk.__dataclass_fields__})
-            try:
-                # a storage error mid-chunk: the chunk again, from its start (it rewrites the same files)
-                stats = io.retried(score_chunk, chunk, self.config, self.storage, self.scorer, self.fmt, attempts=3)
-                out["error"].append("")
-                out["records"].append(stats["records"])
-                out["markups"].append(json.dumps(stats["markups"]))
-            except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
-                out["error"].append(str(e))
-                out["records"].append(0)
-                out["markups"].append("{}")
-            out["key"].append(chunk.key)
-            out["nbytes"].append(chunk.nbytes)
-        return dict(out)
+    def process(self, item: dict) -> dict:
+        chunk = Chunk(**{f: (str if f in ("uri", "key", "kind") else int)(item[f]) for f in Chunk.__dataclass_fields__})
+        out = {"key": chunk.key, "nbytes": chunk.nbytes, "error": "", "records": 0, "markups": "{}"}
+        try:
+            # a storage error mid-chunk: the chunk again, from its start (it rewrites the same files)
+            stats = io.retried(score_chunk, chunk, self.config, self.storage, self.scorer, self.fmt, attempts=3)
+            out.update(records=stats["records"], markups=json.dumps(stats["markups"]))
+        except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
+            out["error"] = str(e)
+        return out
+
+    def teardown(self) -> None:
+        self.scorer.close()
 
 
 def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer: Scorer,

@@ -36,10 +36,8 @@ def _load_batch(batch: dict, storage: io.Storage) -> pa.Table:
 
 def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None):
     """A Ray Dataset of trajectories (LOADED_SCHEMA), in input order; `limit` keeps the first rows."""
-    import ray
+    from raypipe.executor import RayExecutor
 
     uris = list_diagnostic_inputs(uri, storage)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
-        _load_batch, fn_kwargs={"storage": storage}, batch_size=1, num_cpus=0.5)
+    ds = RayExecutor().read(_load_batch, [{"uri": u} for u in uris], storage=storage)
     return (ds.limit(limit) if limit else ds), uris

@@ -2,11 +2,13 @@
 lexicon baseline) and `openai` (any OpenAI-compatible chat endpoint, through raypipe.eval.openai_client)."""
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
 from raypipe.core.registry import load_plugins
+from raypipe.core.stage import Stage
 from raypipe.diagnostics.judge import KeywordJudge, build_requests, parse_labels
 from raypipe.diagnostics.judge_base import JUDGE_BACKENDS, OUT_SCHEMA, JudgeBackend, prepare, result_row
 
@@ -24,27 +26,31 @@ class BatchJudge(JudgeBackend):
         raise NotImplementedError
 
     def label(self, ds):
-        import ray
+        from raypipe.executor import RayExecutor
 
-        from raypipe.ray_env import actor_pool
-
-        pool = actor_pool(self.config.actors, reserve_cpus=1)
-        print(f"[raypipe] judge: {pool.size} labelling actors", flush=True)
-        return ds.map_batches(Labeler, fn_constructor_kwargs={"config": self.config},
-                              batch_size=self.config.batch_size, batch_format="pyarrow",
-                              compute=ray.data.ActorPoolStrategy(size=pool.size),
-                              num_cpus=self.actor_cpus or pool.num_cpus)
+        ex = RayExecutor()
+        pool = ex.pool(self.config.actors, reserve_cpus=1)
+        print(f"[raypipe] judge: {pool.max_size} labelling actors", flush=True)
+        if self.actor_cpus:
+            pool = dataclasses.replace(pool, cpus=self.actor_cpus)
+        return ex.map_dataset(LabelSteps(self.config), ds, pool=pool, batch_size=self.config.batch_size)
 
 
-class Labeler:
-    """Ray Data actor: labels the steps of a batch of trajectories with the configured batch backend."""
+class LabelSteps(Stage):
+    """The step judge as a stage: trajectories in, their step labels out, with the configured batch backend."""
+
+    name = "judge"
+    reads = ("id", "source", "problem", "thinking", "response", "branch_ratio")
+    writes = tuple(OUT_SCHEMA.names)
 
     def __init__(self, config):
-        load_plugins(config.plugins)  # a backend from a plugin registers itself in this process too
         self.cfg = config
-        self.backend = JUDGE_BACKENDS.get(config.backend).from_config(config).setup()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def setup(self) -> None:
+        load_plugins(self.cfg.plugins)  # a backend from a plugin registers itself in this process too
+        self.backend = JUDGE_BACKENDS.get(self.cfg.backend).from_config(self.cfg).setup()
+
+    def process(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         preps = [prepare(r, self.cfg) for r in rows]
         return pa.Table.from_pylist(self.backend.label_rows(rows, preps), schema=OUT_SCHEMA)
@@ -76,12 +82,10 @@ class OpenAIJudge(BatchJudge):
             raise ValueError("--backend openai needs --endpoint (an OpenAI-compatible base URL)")
 
     def setup(self) -> "OpenAIJudge":
-        from raypipe.eval.openai_client import OpenAIClient
 
         c = self.config
         url = c.endpoint.rstrip("/")
-        self.client = OpenAIClient(url if url.endswith("/v1") else url + "/v1", c.api_key_env, c.timeout_s,
-                                   c.max_retries)
+        self.client = c.client(url if url.endswith("/v1") else url + "/v1")
         self.model = c.model
         if not self.model:  # the first model the endpoint lists
             models, err = self.client.models()

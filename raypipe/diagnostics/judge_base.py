@@ -13,7 +13,7 @@ from raypipe.diagnostics.inputs import thinking_of
 from raypipe.diagnostics.judge import PROMPT_VERSION, UNLABELLED, propose_share
 
 if TYPE_CHECKING:
-    from raypipe.diagnostics.judge_config import JudgeConfig
+    from raypipe.diagnostics.config import JudgeConfig
 
 OUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()), ("branch_ratio", pa.float64()),
@@ -62,7 +62,7 @@ def prepare(row: dict, cfg: "JudgeConfig") -> dict:
     ratio = row["branch_ratio"]
     if ratio is None and steps:
         ratio = measure_python(thinking_of(row), get_lexicon(cfg.lexicon), cfg.segmenter)["branch_ratio"]
-    return {"steps": steps[: cfg.max_steps] if cfg.max_steps else steps, "n_steps_total": len(steps),
+    return {"steps": steps[: cfg.max_judged_steps] if cfg.max_judged_steps else steps, "n_steps_total": len(steps),
             "branch_ratio": ratio}
 
 

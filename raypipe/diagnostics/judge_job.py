@@ -5,7 +5,7 @@ import json
 import time
 
 from raypipe.core import io
-from raypipe.diagnostics.judge_config import JudgeConfig
+from raypipe.diagnostics.config import JudgeConfig
 
 __all__ = ["JudgeConfig", "run_judge"]
 

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
-
 import pyarrow as pa
-from pydantic import Field
 
 from raypipe.core import io
-from raypipe.diagnostics.loss import LOSS_EDGES, PROBE_VERSION, LossProbe
-from raypipe.train.config import RenderSettings
+from raypipe.core.stage import Stage
+from raypipe.diagnostics.config import LossConfig
+from raypipe.diagnostics.loss import LOSS_EDGES, PROBE_VERSION
 
 OUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("problem_id", pa.string()), ("branch_ratio", pa.float64()),
@@ -25,41 +23,20 @@ OUT_SCHEMA = pa.schema([
 ])
 
 
-class LossConfig(RenderSettings):
-    """The loss probe's settings; template, think_open and think_close render the trajectories as SFT does."""
+class ScoreLoss(Stage):
+    """The loss probe as a stage: trajectories in, their token-level loss figures out (one model per copy)."""
 
-    input: str = Field(description="trajectories (file, folder, glob; local or s3://) or a curation output folder")
-    output: str = Field(description="output folder: trajectories/ (Parquet), summary.json, report.html")
-    model: str = Field("tiny", description="causal LM checkpoint folder (e.g. an SFT job's <output>/model) or 'tiny'")
-    window: int = Field(1024, gt=1, description="tokens per forward pass; the KV cache carries the prefix")
-    max_tokens: int | None = Field(None, gt=1, description="score at most this many tokens of prompt + response "
-                                   "(default: the model's context)")
-    routine_threshold: float = Field(0.05, gt=0, description="loss (nats) below which a token counts as routine")
-    lexicon: str = Field("paper", description="branch-marker lexicon: paper, switch, paper-zh or a YAML file")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bfloat16 on GPU, "
-                                                                     "float32 on CPU")
-    limit: int | None = Field(None, gt=0, description="only the first N trajectories")
-    keep_token_losses: bool = Field(False, description="also store every token's loss")
-    batch_size: int = Field(8, gt=0, description="trajectories per actor call (results do not depend on it)")
-    actors: int | None = Field(None, description="model actors (default: one per GPU, else CPUs - 1)")
-    gpus_per_actor: float | None = Field(None, ge=0, description="GPUs per actor (default 1 when the cluster has "
-                                         "GPUs)")
-    num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    s3_region: str | None = Field(None, description="S3 region")
+    name = "loss-probe"
+    reads = ("id", "source", "problem_id", "problem", "thinking", "final", "branch_ratio", "error")
+    writes = tuple(OUT_SCHEMA.names)
 
-    def probe(self) -> LossProbe:
-        return LossProbe(self.model, self.window, self.max_tokens, self.routine_threshold, self.lexicon,
-                         dtype=self.dtype, keep_token_losses=self.keep_token_losses, template=self.template,
-                         think_open=self.think_open, think_close=self.think_close,
-                         prompt_version=self.prompt_version)
+    def __init__(self, config: LossConfig):
+        self.config = config
 
+    def setup(self) -> None:
+        self.probe = self.config.probe().setup()
 
-class ProbeActor:
-    def __init__(self, config: dict):
-        self.probe = LossConfig(**config).probe().setup()
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         rows = []
         for r in batch.to_pylist():
             if r["error"] is not None:
@@ -70,12 +47,11 @@ class ProbeActor:
 
 
 def run_loss_probe(config: LossConfig) -> dict:
-    import ray
-
     from raypipe.diagnostics.dataset import read_trajectories
     from raypipe.diagnostics.loss_summary import SUMMARY_COLUMNS, source_summary
     from raypipe.diagnostics.report import write_loss_report
-    from raypipe.ray_env import actor_pool, ensure_ray
+    from raypipe.executor import RayExecutor
+    from raypipe.ray_env import ensure_ray
     from raypipe.tiny import resolve_model
 
     t0 = time.time()
@@ -84,13 +60,11 @@ def run_loss_probe(config: LossConfig) -> dict:
     if config.model == "tiny":
         resolve_model("tiny")  # build it once here, not in every actor at the same time
     ds, uris = read_trajectories(config.input, storage, config.limit)
-    pool = actor_pool(config.actors, gpus_per_actor=config.gpus_per_actor, reserve_cpus=1)
-    print(f"[raypipe] loss-probe: {len(uris)} input files, {pool.size} model actors "
-          f"({pool.num_gpus} GPU, {pool.num_cpus:g} CPU each) -> {config.output}", flush=True)
-    scored = ds.map_batches(ProbeActor, fn_constructor_kwargs={"config": config.model_dump()},
-                            batch_size=config.batch_size, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=pool.size), num_cpus=pool.num_cpus,
-                            num_gpus=pool.num_gpus or None)
+    ex = RayExecutor()
+    pool = ex.pool(config.actors, gpus_per_actor=config.gpus_per_actor, reserve_cpus=1)
+    print(f"[raypipe] loss-probe: {len(uris)} input files, {pool.max_size} model actors "
+          f"({pool.gpus} GPU, {pool.cpus:g} CPU each) -> {config.output}", flush=True)
+    scored = ex.map_dataset(ScoreLoss(config), ds, pool=pool, batch_size=config.batch_size)
     traj_uri = io.join(config.output, "trajectories")
     io.remove_tree(traj_uri, storage)
     fs, path = storage.filesystem(traj_uri)

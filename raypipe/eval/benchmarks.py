@@ -10,7 +10,11 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, Field, field_validator
+
 from raypipe.core import io as rio
+from raypipe.core.registry import Registry
+from raypipe.core.settings import SettingsGroup
 
 DATA_DIR_ENV = "RAYPIPE_DATA_DIR"
 
@@ -33,7 +37,7 @@ class Benchmark:
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
 
-REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
+REGISTRY: Registry[Benchmark] = Registry.of("benchmark", [
     Benchmark("math500", "MATH500", "HuggingFaceH4/MATH-500", "test", 500, "math500.jsonl",
               id_fields=("unique_id", "id")),
     Benchmark("aime24", "AIME24", "HuggingFaceH4/aime_2024", "train", 30, "aime24.jsonl"),
@@ -52,7 +56,7 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     # The model organism's splits, written by `raypipe make-task` into <task>/benchmarks/ (no hub copy).
     Benchmark("organism", "Organism", "", "test", None, "organism.jsonl"),
     Benchmark("organism_hard", "Organism (harder)", "", "hard", None, "organism_hard.jsonl"),
-]}
+])
 # The paper's five (its tables' average is over these).
 PAPER_BENCHMARKS = ("math500", "aime24", "aime25", "beyond_aime", "hmmt25")
 
@@ -74,8 +78,8 @@ class LoadedBenchmark:
 
 def get(name: str) -> Benchmark:
     if name not in REGISTRY:
-        raise BenchmarkError(f"unknown benchmark '{name}'; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+        raise BenchmarkError(f"unknown benchmark '{name}'; known: {', '.join(REGISTRY.names())}")
+    return REGISTRY.get(name)
 
 
 def parse_names(text: str) -> list[str]:
@@ -183,3 +187,13 @@ def load(name: str, data_dir_: str | None = None, file: str | None = None, stora
     if limit is not None:
         problems = problems[:limit]
     return LoadedBenchmark(spec, problems, where, digest)
+
+
+class BenchmarksSettings(SettingsGroup):
+    benchmarks: list[str] = Field(list(PAPER_BENCHMARKS), description="comma-separated benchmark names (default: the "
+                                  "paper's five); see raypipe.eval.benchmarks.REGISTRY")
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _names(cls, v):
+        return parse_names(v if isinstance(v, str) else ",".join(v))

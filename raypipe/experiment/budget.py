@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from raypipe.core import io
 from raypipe.core.schema import hash64
 from raypipe.core.settings import config_hash
+from raypipe.core.stage import Stage
 
 BUDGET_VERSION = 3  # what budget.json holds; another version is recomputed
 HUGE = 1 << 40
@@ -148,19 +149,23 @@ def lengths(table: pa.Table, tokenizer, train) -> tuple[np.ndarray, np.ndarray, 
     return tuple(np.array(x, dtype=np.int64) for x in (raw, seq, sup)) + (np.array(ok, dtype=bool),)
 
 
-class Lengths:
-    """Ray Data actor: curated rows -> (source, id, seeded order key, raw, seq, sup, ok), tokenized as SFT renders
-    them. `rule_only`: only the rows a rule dropped (reason rule:...), the arm's rows before its filter."""
+class Lengths(Stage):
+    """Curated rows -> (source, id, seeded order key, raw, seq, sup, ok), tokenized as SFT renders them.
+    `rule_only`: only the rows a rule dropped (reason rule:...), the arm's rows before its filter."""
 
-    def __init__(self, model_path: str, train: str, seed: int, rule_only: bool = False):
+    name = "budget-lengths"
+    reads = ("problem", "thinking", "final", "response", "markup", "source", "id", "reason")
+    writes = ("source", "id", "key", "raw", "seq", "sup", "ok")
+
+    def __init__(self, model_path: str, train, seed: int, rule_only: bool = False):
+        self.model_path, self.train, self.seed, self.rule_only = model_path, train, seed, rule_only
+
+    def setup(self) -> None:
         from raypipe.tiny import load_tokenizer
-        from raypipe.train.config import TrainConfig
 
-        self.tokenizer = load_tokenizer(model_path)
-        self.train = TrainConfig.model_validate_json(train)
-        self.seed, self.rule_only = seed, rule_only
+        self.tokenizer = load_tokenizer(self.model_path)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         if self.rule_only:
             batch = batch.filter(pc.starts_with(pc.fill_null(batch.column("reason"), ""), "rule:"))
         raw, seq, sup, ok = lengths(batch, self.tokenizer, self.train)
@@ -168,7 +173,7 @@ class Lengths:
                          "key": order_keys(batch, self.seed), "raw": raw, "seq": seq, "sup": sup, "ok": ok})
 
 
-READ_COLUMNS = ("problem", "thinking", "final", "response", "markup", "source", "id", "reason")
+READ_COLUMNS = Lengths.reads
 
 
 def parquet_files(uri: str, storage: io.Storage) -> list[str]:
@@ -181,7 +186,8 @@ def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, ru
     rows, which are only counted): a Ray Data map over the rows, so the driver holds each row's source, id and a
     few integers, never its text."""
     import pyarrow.dataset as pads
-    import ray
+
+    from raypipe.executor import Pool, RayExecutor
 
     files = parquet_files(uri, storage)
     empty = pa.table({"source": pa.array([], pa.string()), "id": pa.array([], pa.string()), "pos": pa.array([], pa.int64())})
@@ -190,14 +196,11 @@ def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, ru
     fs, path = storage.filesystem(uri)
     paths = [f"{path.rstrip('/')}/{f}" for f in files]
     names = pads.dataset(paths, filesystem=fs, format="parquet").schema.names
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=[c for c in READ_COLUMNS if c in names])
-    cpus = ray.cluster_resources().get("CPU", 1)
-    out = ds.map_batches(Lengths, fn_constructor_kwargs={"model_path": model_path, "train": train.model_dump_json(),
-                                                         "seed": seed, "rule_only": rule_only},
-                         batch_format="pyarrow", batch_size=256, num_cpus=0.5,
-                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(2 * cpus - 1))))
-    measured = [t for t in (ray.get(r) for r in out.to_arrow_refs()) if t.num_rows]
+    ex = RayExecutor()
+    ds = ex.read_parquet(paths, fs, [c for c in READ_COLUMNS if c in names])
+    out = ex.map_dataset(Lengths(model_path, train, seed, rule_only), ds, batch_size=256,
+                         pool=Pool(1, max(1, int(2 * ex.cpus() - 1)), 0.5))
+    measured = ex.tables(out)
     if not measured:
         return empty
     table = pa.concat_tables(measured)
@@ -248,13 +251,10 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     previous = read_budget(cfg)
     if previous and previous.get("digest") == digest:
         return previous
-    import ray
+    from raypipe.ray_env import ray_session
 
-    from raypipe.ray_env import ensure_ray, in_cluster_job
-
-    started = not ray.is_initialized()
-    ensure_ray(first.num_cpus)  # a submitted job joins its cluster; a local run starts Ray for the budget alone
-    try:
+    # a submitted job joins its cluster; a local run starts Ray for the budget alone
+    with ray_session(first.num_cpus):
         model_path = local_model_path(first.model, storage)
         per_arm, usable, before_lens, chosen_pos, rows = {}, {}, {}, {}, {}
         for arm, stage in train_stages.items():
@@ -287,9 +287,6 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
                              storage)
             train = {"data": data, "max_steps": m["steps"], "epochs": m["epochs"]} if cfg.budget != "none" else {}
             per_arm[arm].update(m, train=train)
-    finally:
-        if started and not in_cluster_job():
-            ray.shutdown()  # the stages that follow start their own
     reference = [before_lens[a] for a in ("A-all", "B-all") if a in before_lens] or list(before_lens.values())
     p99 = float(np.percentile(np.concatenate(reference), 99)) if reference else None
     warning = (f"max_len {first.max_len} is below the paired data's p99 length ({p99:.0f} tokens): the over-long "

@@ -6,15 +6,22 @@ value reaches the stage as it is written, false ones included.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import string
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic_settings import CliPositionalArg
 
 from raypipe.core import io
-from raypipe.core.settings import Settings
-from raypipe.curate.config import CurateConfig
-from raypipe.diagnostics.judge_config import JudgeConfig
+from raypipe.core.io import StorageSettings
+from raypipe.core.scoring import GradingSettings, VerifierSettings
+from raypipe.core.settings import OutputSettings, ModelSettings, SeedSettings, Settings, SettingsGroup
+from raypipe.core.structure import StructureSettings
+from raypipe.curate.config import CurateConfig, ReadSettings
+from raypipe.eval.benchmarks import BenchmarksSettings
+from raypipe.ray_env import ActorPoolSettings, LocalRaySettings
+from raypipe.diagnostics.config import JudgeConfig
 from raypipe.eval.config import EvalConfig
 from raypipe.organism.config import MakeTaskConfig
 from raypipe.train.config import TrainConfig
@@ -54,10 +61,41 @@ CurateSection, TrainSection, EvalSection, JudgeSection = (section_model(s) for s
                                                                                        "judge"))
 
 
-class CostSettings(BaseModel):
+class PairConfig(Settings, OutputSettings, ReadSettings, StructureSettings, GradingSettings, VerifierSettings,
+                 StorageSettings, LocalRaySettings, ActorPoolSettings):
+    """`raypipe pair` settings: the sources, the key, and how to read them (the curation settings that decide how a
+    source is read and graded: the pairing scores with exactly these)."""
+
+    HELP: ClassVar[dict] = {"output": "output folder, local or s3://: inputs/<name>/, scored/<name>/, pairing.json"}
+
+    inputs: CliPositionalArg[list[str]] = Field(description="two or more sources (file, folder or glob; local or "
+                                                "s3://), on the same problems")
+    key: Literal["problem_id", "id"] = Field("problem_id", description="join on problem_id (stable hash of the "
+                                             "normalised problem text) or on the given id (a '#k' suffix, as in "
+                                             "'<uuid>#<k>' generations or renamed duplicates, is ignored)")
+    names: list[str] | None = Field(None, description="a name per source, in order (default A, B, C, …)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.inputs) < 2:
+            raise ValueError("pairing needs two or more sources")
+        if self.names is not None and (len(self.names) != len(self.inputs) or len(set(self.names)) != len(self.names)):
+            raise ValueError("give one distinct name per source")
+        return self
+
+    def source_names(self) -> list[str]:
+        return list(self.names or string.ascii_uppercase[:len(self.inputs)])
+
+
+# The curation settings a pairing reads its sources with.
+READ_FIELDS = tuple(n for n in PairConfig.model_fields if n in CurateConfig.model_fields and n not in ("output",
+                                                                                                   "plugins"))
+
+
+class CostSettings(SettingsGroup):
     """What `raypipe experiment plan` assumes to price the study in GPU-hours (also on the results page)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     mfu: float = Field(0.40, gt=0, le=1, description="training model FLOPs utilisation")
     eval_mfu: float = Field(0.10, gt=0, le=1, description="generation FLOPs utilisation (decoding is memory-bound)")
@@ -72,19 +110,23 @@ class CostSettings(BaseModel):
     assumed_paired_share: float = Field(0.5, gt=0, le=1, description="share of records that pair, when unknown")
     assumed_problems: int = Field(100, gt=0, description="problems per benchmark when its file cannot be read")
     sample_records: int = Field(200, gt=0, description="records read from each source to estimate token counts")
-    timeout_s: float = Field(30.0, gt=0, description="seconds allowed for reading each source's sample")
+    read_timeout_s: float = Field(30.0, gt=0, description="seconds allowed for reading each source's sample",
+                                  validation_alias=AliasChoices("read_timeout_s", "timeout_s"))
 
 
-class ExperimentConfig(Settings):
+class ExperimentConfig(Settings, OutputSettings, ModelSettings, BenchmarksSettings, SeedSettings, StorageSettings):
+    DEFAULTS: ClassVar[dict] = {"model": "tiny"}
+    HELP: ClassVar[dict] = {
+        "output": "experiment folder, local or s3://: arms/<arm>/{curate,sft,eval}/ and results.*",
+        "model": "base model: Hugging Face path, s3:// copy, or 'tiny'",
+        "benchmarks": "benchmarks every arm is evaluated on",
+        "seed": "seed of every stage (a stage section may set its own)",
+        "s3_endpoint": "S3 endpoint URL, passed to every stage", "s3_region": "S3 region, passed to every stage"}
+
     name: str = Field("branching-study", description="the study's name, on the results page")
-    output: str = Field(description="experiment folder, local or s3://: arms/<arm>/{curate,sft,eval}/ and results.*")
-    model: str = Field("tiny", description="base model: Hugging Face path, s3:// copy, or 'tiny'")
-    benchmarks: list[str] = Field(["math500", "aime24", "aime25", "beyond_aime", "hmmt25"],
-                                  description="benchmarks every arm is evaluated on")
     source_a: str = Field(description="input of source A (file, folder, glob; local or s3://)")
     source_b: str = Field(description="input of source B, on the same problems")
     drop: float = Field(0.10, gt=0, lt=1, description="fraction dropped in the drop arms / steps deleted")
-    seed: int = Field(0, description="seed of every stage (a stage section may set its own)")
     seeds: list[int] | None = Field(None, description="repeat every arm's training and evaluation once per seed "
                                     "(arms/<arm>/seed-<k>/sft, …/eval; curation and the budget stay those of `seed`), "
                                     "so the table gives intervals over seeds; unset: once, with `seed`")
@@ -106,8 +148,6 @@ class ExperimentConfig(Settings):
     task: MakeTaskConfig | None = Field(None, description="make the model organism first (`raypipe make-task` "
                                         "settings; its output holds the teachers, benchmarks and student the other "
                                         "settings name); unset: no such stage")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL, passed to every stage")
-    s3_region: str | None = Field(None, description="S3 region, passed to every stage")
 
     @field_validator("seeds")
     @classmethod
@@ -167,12 +207,33 @@ class ExperimentConfig(Settings):
         """The prompt both stages use, when the experiment names one."""
         return self.train.prompt_version or self.eval.prompt_version
 
-    def storage(self) -> io.Storage:
-        return io.Storage(self.s3_endpoint, self.s3_region)
-
 
 def load_experiment(path: str, overrides: dict | None = None) -> ExperimentConfig:
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return ExperimentConfig.model_validate(data)
+
+
+class ExperimentCommandBase(Settings):
+    config: CliPositionalArg[list[str]] = Field(description="experiment YAML (see cluster/experiments/); `plan "
+                                                "CONFIG` prints the stages' rows, tokens and GPU-hours instead of "
+                                                "running")
+    dry_run: bool = Field(False, description="print every stage, whether it is done, and its effective settings")
+
+    @field_validator("config")
+    @classmethod
+    def _shape(cls, v: list[str]) -> list[str]:
+        if len(v) == 1 or (len(v) == 2 and v[0] == "plan"):
+            return v
+        raise ValueError("give CONFIG, or plan CONFIG")
+
+
+OVERRIDES = ("output", "model", "arms")  # the config's settings a command line may override
+ExperimentCommandSettings = create_model(
+    "ExperimentCommandSettings", __base__=ExperimentCommandBase,
+    __doc__="`raypipe experiment`: the config file, and the settings of it the command line overrides",
+    **{n: (ExperimentConfig.model_fields[n].annotation | None,
+           Field(None, description=f"{ExperimentConfig.model_fields[n].description} (overrides the config's)"))
+       for n in OVERRIDES})
+ExperimentCommandSettings.GENERATED_FROM = ExperimentConfig

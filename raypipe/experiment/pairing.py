@@ -11,49 +11,16 @@ from __future__ import annotations
 
 import json
 import posixpath
-import string
 from collections import Counter, defaultdict
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, create_model, model_validator
-from pydantic_settings import CliPositionalArg
 
 from raypipe.core import io
-from raypipe.core.settings import Settings
 from raypipe.curate.config import CurateConfig
+from raypipe.experiment.config import READ_FIELDS, PairConfig
 
-# The curation settings that decide how a source is read and graded: the pairing scores with exactly these.
-READ_FIELDS = ("format", "fields", "answer_from", "lexicon", "segmenter", "verify_timeout_s", "grader",
-               "max_response_chars", "s3_endpoint", "s3_region", "num_cpus", "actors", "batch_rows", "verify_workers")
 EXCLUDED_SAMPLE = 200  # excluded problems listed one by one in pairing.json (all are counted)
-
-
-class PairBase(Settings):
-    inputs: CliPositionalArg[list[str]] = Field(description="two or more sources (file, folder or glob; local or "
-                                                "s3://), on the same problems")
-    output: str = Field(description="output folder, local or s3://: inputs/<name>/, scored/<name>/, pairing.json")
-    key: Literal["problem_id", "id"] = Field("problem_id", description="join on problem_id (stable hash of the "
-                                             "normalised problem text) or on the given id (a '#k' suffix, as in "
-                                             "'<uuid>#<k>' generations or renamed duplicates, is ignored)")
-    names: list[str] | None = Field(None, description="a name per source, in order (default A, B, C, …)")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if len(self.inputs) < 2:
-            raise ValueError("pairing needs two or more sources")
-        if self.names is not None and (len(self.names) != len(self.inputs) or len(set(self.names)) != len(self.names)):
-            raise ValueError("give one distinct name per source")
-        return self
-
-    def source_names(self) -> list[str]:
-        return list(self.names or string.ascii_uppercase[:len(self.inputs)])
-
-
-PairConfig = create_model(
-    "PairConfig", __base__=PairBase, __doc__="`raypipe pair` settings: the sources, the key, and how to read them",
-    **{n: (CurateConfig.model_fields[n].annotation, CurateConfig.model_fields[n]) for n in READ_FIELDS})
 
 
 def scoring_config(cfg, name: str, uri: str) -> CurateConfig:

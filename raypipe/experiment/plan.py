@@ -3,7 +3,7 @@ anything runs (and the same numbers on the results page).
 
 Counts come from the best evidence there is, and each row says which: the budget (budget.json: every arm's rows and
 tokens as SFT renders them), the arms' curation manifests, a sample of each source (the first records, read within
-`cost.timeout_s`; tokens ~ characters / 4), or the stated assumptions (`cost.assumed_*`) when a source cannot be
+`cost.read_timeout_s`; tokens ~ characters / 4), or the stated assumptions (`cost.assumed_*`) when a source cannot be
 read. GPU-hours (the step judge's rows count the trajectories and prompt tokens it is sent, not GPU-hours):
   training   tokens x epochs x 6 x parameters / (cost.mfu x cost.peak_tflops)
   evaluation 2 x parameters x generated tokens / (cost.eval_mfu x cost.peak_tflops), generated tokens =
@@ -42,7 +42,7 @@ def model_parameters(cfg) -> tuple[float | None, str]:
         from raypipe.tiny import build_tiny
 
         path = build_tiny()
-    text = with_timeout(lambda: io.read_text(io.join(path, "config.json"), cfg.storage()), cfg.cost.timeout_s)
+    text = with_timeout(lambda: io.read_text(io.join(path, "config.json"), cfg.storage()), cfg.cost.read_timeout_s)
     n = count_parameters(json.loads(text)) if text else None
     if n is None and cfg.task is not None:  # the student the task stage will build
         from raypipe.organism.student import student_config
@@ -90,15 +90,15 @@ def sample_source(uri: str, cfg) -> dict:
 
 
 def source_counts(cfg) -> dict[str, dict]:
-    """Both sources sampled at once, each within cost.timeout_s; an unreadable one falls back to the assumptions."""
+    """Both sources sampled at once, each within cost.read_timeout_s; an unreadable one falls back to the assumptions."""
     found: dict[str, dict | None] = {}
     threads = [threading.Thread(target=lambda n=n, u=u: found.update({n: with_timeout(
-        lambda: sample_source(u, cfg), cfg.cost.timeout_s)}), daemon=True)
+        lambda: sample_source(u, cfg), cfg.cost.read_timeout_s)}), daemon=True)
         for n, u in (("A", cfg.source_a), ("B", cfg.source_b))]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(cfg.cost.timeout_s + 1)
+        t.join(cfg.cost.read_timeout_s + 1)
     if cfg.task is not None and not all(found.get(n) for n in ("A", "B")):  # the task stage writes them
         from raypipe.organism.make import estimate_sources
 
@@ -108,7 +108,7 @@ def source_counts(cfg) -> dict[str, dict]:
     for name, uri in (("A", cfg.source_a), ("B", cfg.source_b)):
         out[name] = found.get(name) or {"records": cfg.cost.assumed_records,
                                         "tokens_per_record": float(cfg.cost.assumed_tokens_per_record),
-                                        "basis": f"assumed (source not readable within {cfg.cost.timeout_s:g} s)"}
+                                        "basis": f"assumed (source not readable within {cfg.cost.read_timeout_s:g} s)"}
         out[name]["input"] = uri
     return out
 
@@ -122,7 +122,7 @@ def read_outputs(cfg, stages) -> tuple[dict, dict | None, dict]:
         manifests = {s.arm: _json(s.marker, storage) for s in stages(cfg, {}) if s.stage == "curate"}
         return read_budget(cfg) or {}, _json(io.join(cfg.output, "paired", "pairing.json"), storage), manifests
 
-    return with_timeout(read, cfg.cost.timeout_s) or ({}, None, {})
+    return with_timeout(read, cfg.cost.read_timeout_s) or ({}, None, {})
 
 
 def _json(uri: str, storage) -> dict | None:
@@ -146,7 +146,7 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
         reader.start()
     budget, pairing, manifests = read_outputs(cfg, stages)
     if sample:
-        reader.join(cfg.cost.timeout_s + 5)
+        reader.join(cfg.cost.read_timeout_s + 5)
     sources = box.get("sources", {})
     share = cfg.cost.assumed_paired_share
     if pairing and pairing.get("union"):

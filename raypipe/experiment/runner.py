@@ -38,7 +38,7 @@ from raypipe.core import io, settings
 from raypipe.core.errors import ConfigMismatch
 from raypipe.core.settings import Settings, config_hash
 from raypipe.experiment.config import STAGE_MODELS, ExperimentConfig
-from raypipe.experiment.pairing import READ_FIELDS, PairConfig
+from raypipe.experiment.config import READ_FIELDS, PairConfig
 
 STAGES = ("curate", "train", "eval")
 MARKERS = {"make-task": "task.json", "pair": "pairing.json", "curate": "manifest.json", "train": "train_summary.json", "eval": "results.json",
@@ -183,12 +183,14 @@ def recorded_view(stage: Stage, record: dict) -> dict | None:
     """The settings a finished stage recorded; a record from before typed stages holds its command line."""
     if "settings" in record:
         return record["settings"]
-    if "argv" in record:  # parse it with today's CLI: what it meant, not how it was spelled
-        from raypipe.cli import build_parser
+    if "argv" in record:  # parse it with today's flags of that command: what it meant, not how it was spelled
+        import argparse
 
+        parser = argparse.ArgumentParser(exit_on_error=False)
+        settings.add_arguments(parser, type(stage.settings))
         try:
-            return settings_view(settings.from_args(build_parser().parse_args(record["argv"])))
-        except (SystemExit, ValueError):
+            return settings_view(settings.from_args(parser.parse_args(record["argv"][1:])))
+        except (SystemExit, ValueError, argparse.ArgumentError):
             return None
     return None
 

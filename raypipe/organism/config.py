@@ -1,16 +1,19 @@
 """`raypipe make-task`'s settings: the splits, the two teachers and the student."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from raypipe.core.settings import Settings
+from raypipe.core.settings import OutputSettings, SeedSettings, Settings
 from raypipe.organism.student import StudentSettings
 from raypipe.organism.task import Difficulty, TeacherStyle
 
 
-class MakeTaskConfig(Settings):
-    output: str = Field(description="local folder: teachers/, benchmarks/, student/, task.json")
-    seed: int = Field(0, description="seed of the problems, the teachers' traces and the student's weights")
+class MakeTaskConfig(Settings, OutputSettings, SeedSettings):
+    HELP: ClassVar[dict] = {"output": "local folder: teachers/, benchmarks/, student/, task.json",
+                            "seed": "seed of the problems, the teachers' traces and the student's weights"}
+
     train_problems: int = Field(20000, ge=10, description="problems both teachers solve (the training sources)")
     test_problems: int = Field(200, ge=1, description="problems of the in-distribution test split (organism)")
     hard_problems: int = Field(200, ge=1, description="problems of the harder split (organism_hard)")

@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 
-from raypipe.core.prompts import TEMPLATES
+from raypipe.core.prompts import PROMPTS
 from raypipe.organism.config import MakeTaskConfig
 from raypipe.organism.task import Problem, Trace, problems, rng_for, solve
 
@@ -90,7 +90,7 @@ def make_task(cfg: MakeTaskConfig) -> dict:
         write_jsonl(os.path.join(out, "benchmarks", BENCHMARK_FILES[name]),
                     [{"id": p.id, "problem": p.text, "answer": str(p.answer), "n_ops": len(p.ops)} for p in split])
     # The tokenizer is fit to what the student reads and writes: problems, prompts, both teachers' traces.
-    corpus += [p.text for p in train[:2000]] + [t.replace("{problem}", "") for t in TEMPLATES.values()] * 50
+    corpus += [p.text for p in train[:2000]] + [t.text.replace("{problem}", "") for t in PROMPTS.values()] * 50
     student = build_student(os.path.join(out, "student"), corpus, cfg.student, cfg.seed, cfg.max_number())
     summary = {"task": "arithmetic chains", "config": cfg.model_dump(mode="json", exclude={"output"}), "problems": {
         "train": len(train), "organism": len(test), "organism_hard": len(hard)},

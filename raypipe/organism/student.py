@@ -16,14 +16,16 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from raypipe.core.settings import SettingsGroup
 
 from raypipe.tiny import CHATML, QWEN2_PRETOKENIZE_REGEX
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
-class StudentSettings(BaseModel):
+class StudentSettings(SettingsGroup):
     """The student's architecture and vocabulary."""
 
     model_config = ConfigDict(extra="forbid")

@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from raypipe.core.schema import stable_hash
+from raypipe.core.settings import SettingsGroup
 
 
-class Difficulty(BaseModel):
+class Difficulty(SettingsGroup):
     """The problems of one split."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +41,7 @@ class Difficulty(BaseModel):
         return self
 
 
-class TeacherStyle(BaseModel):
+class TeacherStyle(SettingsGroup):
     """How a teacher writes: how often it branches, slips and is cut off."""
 
     model_config = ConfigDict(extra="forbid")

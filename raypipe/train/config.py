@@ -1,9 +1,13 @@
 """The SFT job's settings: `raypipe train`'s flags, its --config YAML, and the experiment's train stage."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
+
+from raypipe.core.io import StorageSettings
+from raypipe.core.settings import ModelSettings, OutputSettings, SeedSettings
+from raypipe.ray_env import LocalRaySettings
 
 from raypipe.core.prompts import PromptSettings
 from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat
@@ -25,11 +29,14 @@ class RenderSettings(PromptSettings):
         return AssistantFormat(self.think_open, self.think_close, self.prompt_version)
 
 
-class TrainConfig(RenderSettings):
+class TrainConfig(RenderSettings, ModelSettings, OutputSettings, SeedSettings, StorageSettings, LocalRaySettings):
+    HELP: ClassVar[dict[str, str]] = {
+        "model": "Hugging Face checkpoint path, s3:// copy of one, or 'tiny'",
+        "output": "output folder, local or s3://: model/, train_summary.json, metrics.jsonl, ray/ checkpoints",
+        "seed": "seed of the data order and of torch's random state",
+    }
+
     data: str = Field(description="curation output folder (uses curated/) or Parquet folder/file; local or s3://")
-    model: str = Field(description="Hugging Face checkpoint path, s3:// copy of one, or 'tiny'")
-    output: str = Field(description="output folder, local or s3://: model/, train_summary.json, metrics.jsonl, ray/ "
-                        "checkpoints")
     max_len: int = Field(4096, ge=16, description="max tokens per trajectory / packed row")
     overlong: Literal["drop", "truncate"] = Field("drop", description="rows longer than --max-len: drop or truncate "
                                                   "them (counted either way; a truncated row loses its answer)")
@@ -60,7 +67,6 @@ class TrainConfig(RenderSettings):
                                          "memory, more compute)")
     loss_chunk_tokens: int = Field(4096, ge=64, description="tokens per chunk of the output projection + loss (the "
                                    "full logits are never materialised)")
-    seed: int = Field(0, description="seed of the data order and of torch's random state")
     shuffle_buffer: int = Field(10000, ge=0, description="rows each worker holds to reorder its rows in every epoch "
                                 "after the first (0: every epoch in the same order)")
     init: Literal["checkpoint", "scratch"] = Field("checkpoint", description="checkpoint: start from --model's "
@@ -73,13 +79,12 @@ class TrainConfig(RenderSettings):
     report_every: int = Field(20, ge=1, description="optimizer steps between metric reports to Ray Train (every "
                               "step goes to metrics.jsonl; a report waits for the controller's poll, about 2 s)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (the latest ones)")
-    storage: str | None = Field(None, description="Ray Train storage_path for checkpoints (default <output>/ray)")
+    checkpoint_storage: str | None = Field(None, description="Ray Train storage_path for checkpoints (default "
+                                           "<output>/ray)", validation_alias=AliasChoices("checkpoint_storage",
+                                                                                          "storage"))
     run_name: str = Field("sft", description="Ray Train run name (a restart with the same name resumes)")
     max_failures: int = Field(0, ge=0, description="worker-group restarts Ray Train attempts within this run")
     fault_at_step: int | None = Field(None, description="testing: rank 0 kills itself (SIGKILL) after this step")
-    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (else AWS_ENDPOINT_URL)")
-    s3_region: str | None = Field(None, description="S3 region")
-    num_cpus: int | None = Field(None, description="CPUs for a local Ray (ignored when joining a cluster)")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

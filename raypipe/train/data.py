@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat, ReasoningDropped, parts_from_response, render
+from raypipe.core.stage import Stage
+from raypipe.train.render import ReasoningDropped, parts_from_response, render
 
 log = logging.getLogger("raypipe.train")
 
@@ -41,19 +42,25 @@ def canonical_parts(batch: dict) -> tuple[list, list]:
     return [t for t, _ in parts], [f for _, f in parts]
 
 
-class Tokenize:
-    """Ray Data actor: one curated row -> input_ids, labels (-100 on the prompt), source index, status, kind."""
+class Tokenize(Stage):
+    """One curated row -> input_ids, labels (-100 on the prompt), source index, status, kind, tokens cut; rendered
+    as the run's RenderSettings say (raypipe.train.render)."""
 
-    def __init__(self, model_path: str, max_len: int, overlong: str, template: str, sources: list[str],
-                 think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE, prompt_version: str = "v1-raw",
-                 min_kept: int = 2):
-        from raypipe.tiny import load_tokenizer
+    name = "tokenize"
+    reads = COLUMNS + LEGACY_COLUMNS
+    writes = ("input_ids", "labels", "source", "status", "kind", "cut")
 
-        self.tokenizer = load_tokenizer(model_path)
-        self.args = (max_len, overlong, template, AssistantFormat(think_open, think_close, prompt_version), min_kept)
+    def __init__(self, cfg, model_path: str, sources: list[str]):
+        self.model_path = model_path
+        self.args = (cfg.max_len, cfg.overlong, cfg.template, cfg.assistant_format(), cfg.truncate_min_tokens)
         self.sources = {s: i for i, s in enumerate(sources)}
 
-    def __call__(self, batch: dict) -> dict:
+    def setup(self) -> None:
+        from raypipe.tiny import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.model_path)
+
+    def process(self, batch: dict) -> dict:
         out = {"input_ids": [], "labels": [], "source": [], "status": [], "kind": [], "cut": []}
         n = len(batch["problem"])
         srcs = batch["source"] if "source" in batch else ["all"] * n
@@ -107,14 +114,10 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     ds = ray.data.read_parquet(path, filesystem=fs, columns=[c for c in wanted if c in names])
     if "decision" in names:
         ds = ds.filter(lambda r: r["decision"] in (None, "keep"))
-    tokenized = ds.map_batches(
-        Tokenize, fn_constructor_kwargs={"model_path": model_path, "max_len": cfg.max_len, "overlong": cfg.overlong,
-                                         "template": cfg.template, "sources": sources,
-                                         "think_open": cfg.think_open, "think_close": cfg.think_close,
-                                         "prompt_version": cfg.prompt_version,
-                                         "min_kept": cfg.truncate_min_tokens},
-        batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=num_cpus_per_actor,
-    ).materialize()
+    from raypipe.executor import Pool, RayExecutor
+
+    tokenized = RayExecutor().map_dataset(Tokenize(cfg, model_path, sources), ds, batch_size=256,
+                                          batch_format="default", pool=Pool(1, 1, num_cpus_per_actor)).materialize()
     pairs, tokens_cut = Counter(), 0
     for b in tokenized.select_columns(["status", "kind", "cut"]).iter_batches(batch_size=4096, batch_format="numpy"):
         pairs.update(zip(b["status"].tolist(), b["kind"].tolist()))

@@ -7,15 +7,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raypipe.core.registry import Registry
+
 IGNORE = -100
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "\n</think>\n\n"
 
-# Named templates for base models without a chat template: (prompt format, response suffix added before EOS).
-TEMPLATES = {
-    "chatml": ("<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n"),
-    "plain": ("Problem:\n{problem}\n\nSolution:\n", ""),
-}
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A named template for base models without a chat template of their own."""
+
+    name: str
+    prompt: str  # the prompt, with {problem}
+    suffix: str  # after the response, before EOS
+
+
+CHAT_TEMPLATES: Registry[ChatTemplate] = Registry("chat template")
+CHAT_TEMPLATES.add("chatml", ChatTemplate("chatml", "<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n",
+                                          "<|im_end|>\n"))
+CHAT_TEMPLATES.add("plain", ChatTemplate("plain", "Problem:\n{problem}\n\nSolution:\n", ""))
 
 
 class ReasoningDropped(ValueError):
@@ -79,10 +90,10 @@ def split_prompt_response(tokenizer, problem: str, response: str, template: str 
         if not full.startswith(prompt):
             raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
         return prompt, full[len(prompt):]
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}: auto, {', '.join(TEMPLATES)}")
-    fmt, suffix = TEMPLATES[template]
-    return fmt.format(problem=problem), response + suffix
+    if template not in CHAT_TEMPLATES:
+        raise ValueError(f"unknown template {template!r}: auto, {', '.join(CHAT_TEMPLATES.names())}")
+    named = CHAT_TEMPLATES.get(template)
+    return named.prompt.format(problem=problem), response + named.suffix
 
 
 def render_text(tokenizer, problem: str, thinking: str | None, final: str | None, template: str = "auto",

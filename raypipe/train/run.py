@@ -36,7 +36,7 @@ def run_train(cfg) -> dict:
 
     t0 = time.time()
     # Ray Train runs its workers in their own working directory: a relative local path must not follow them there.
-    local = {k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "storage")
+    local = {k: os.path.abspath(getattr(cfg, k)) for k in ("output", "data", "checkpoint_storage")
              if getattr(cfg, k) and "://" not in getattr(cfg, k)}
     if os.path.exists(cfg.model):  # a local checkpoint folder (not 'tiny', a hub id or s3://)
         local["model"] = os.path.abspath(cfg.model)
@@ -58,7 +58,7 @@ def run_train(cfg) -> dict:
     log.warning("raypipe train: %d rows -> %d steps (%d per epoch), attention %s", data_stats["train_rows"], total,
                 spe, attention)
 
-    ckpt_uri = cfg.storage or join(cfg.output, "ray")
+    ckpt_uri = cfg.checkpoint_storage or join(cfg.output, "ray")
     fs, ckpt_path = storage.filesystem(ckpt_uri)
     env = {k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR", "RAYPIPE_CACHE", "AWS_ACCESS_KEY_ID",
                                       "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION") if k in os.environ}

@@ -1,5 +1,6 @@
 """The training step and loop: no Ray here. They take an iterator of micro-batches (dicts from packing.collate)
-and an engine (DeepSpeed or plain torch), so the same code runs under Ray Train and in a single-GPU benchmark.
+and an engine (DeepSpeedEngine, or any object with its five methods), so the same code runs under Ray Train and
+in a single-GPU benchmark (benchmarks/sft_throughput.py brings a plain-torch engine).
 
 The loss is the mean over every supervised token of the global batch (all micro-batches, all ranks); the
 logits are computed only at supervised positions, in checkpointed chunks, so a 16k row never holds fp32 logits
@@ -49,37 +50,6 @@ def supervised_sources(batch: dict):
     """Source index of each supervised token, in CausalLMLoss's order."""
     targets = batch["labels"][:, 1:]
     return batch["token_source"][:, 1:][targets != IGNORE]
-
-
-class TorchEngine:
-    """The engine interface with plain torch: gradient accumulation, clipping, optimizer and scheduler steps."""
-
-    world_size = 1
-
-    def __init__(self, module, optimizer, scheduler=None, accum: int = 1, clip: float | None = 1.0):
-        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
-        self.accum, self.clip, self._micro = accum, clip, 0
-        self.loss_factor = 1.0  # backward() takes the loss as-is
-
-    def forward(self, **kw):
-        return self.module(**kw)
-
-    def backward(self, loss):
-        loss.backward()
-
-    def step(self):
-        self._micro += 1
-        if self._micro % self.accum:
-            return
-        if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
 
 class DeepSpeedEngine:

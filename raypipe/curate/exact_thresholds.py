@@ -1,4 +1,5 @@
-"""Phase 2 of the curation job: exact per-source thresholds over the whole dataset (never per shard)."""
+"""Exact per-source thresholds of a table held whole, in memory: the reference the distributed phase 2 (radix select
+over chunks, raypipe.curate.phase2) is checked against, and the in-process kernels of the throughput benchmark."""
 from __future__ import annotations
 
 import numpy as np
