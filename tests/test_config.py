@@ -33,7 +33,7 @@ def test_hash_ignores_execution_settings():
     assert a.hash() != CurateConfig(input="a", output="b", drop_top=0.2).hash()
 
 
-def test_cli_unknown_layout_is_a_clear_error(tmp_path):
+def test_cli_unknown_layout_is_a_clear_error(spawn, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.jsonl").write_text(json.dumps({"prompt_text": "a", "gen": "b"}) + "\n")
     r = subprocess.run([sys.executable, "-m", "raypipe.cli", "curate", "--input", str(tmp_path / "in"), "--output",
@@ -42,7 +42,7 @@ def test_cli_unknown_layout_is_a_clear_error(tmp_path):
     assert "unknown record layout" in r.stderr and "prompt_text" in r.stderr and "messages" in r.stderr
 
 
-def test_cli_missing_input_is_a_clear_error(tmp_path):
+def test_cli_missing_input_is_a_clear_error(spawn, tmp_path):
     r = subprocess.run([sys.executable, "-m", "raypipe.cli", "curate", "--input", str(tmp_path / "nope"), "--output",
                         str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "input not found" in r.stderr

@@ -171,7 +171,7 @@ def _curate_cmd(inp: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "raypipe.cli", "curate", "--input", str(inp), "--output", str(out), "--num-cpus", "2"]
 
 
-def test_resume_after_kill(ray_local, tmp_path, shared_data):
+def test_resume_after_kill(spawn, ray_local, tmp_path, shared_data):
     inp = tmp_path / "in"
     _split_input(inp)
     clean = tmp_path / "clean"
@@ -263,7 +263,7 @@ def test_reference_input_is_scored_by_phase_1_and_never_written(ray_local, tmp_p
     assert "0 to score" in log and "phase 1/3 score the reference" not in log
 
 
-def test_job_entrypoint_documents_every_flag():
+def test_job_entrypoint_documents_every_flag(spawn):
     out = subprocess.run([sys.executable, "jobs/curate.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for flag in ("--input", "--output", "--drop-top", "--rule", "--proxy", "--lexicon", "--reference-source",

@@ -22,7 +22,7 @@ def cli(*args, timeout=300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def hf_run(tiny_model_path, shared_data, tmp_path_factory):
+def hf_run(spawn, tiny_model_path, shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-hf")
     p = cli("eval", "--model", tiny_model_path, "--backend", "hf", "--output", str(out), "--data-dir", str(BENCHMARKS),
             *SLICE)
@@ -63,7 +63,7 @@ def test_hf_end_to_end_results_complete_and_stamped(hf_run, tiny_model_path):
     assert p.returncode == 2 and "other settings" in p.stderr
 
 
-def test_cli_errors_are_clear(shared_data, tmp_path):
+def test_cli_errors_are_clear(spawn, shared_data, tmp_path):
     p = cli("eval", "--model", "tiny", "--benchmarks", "aime26", "--output", str(tmp_path))
     assert p.returncode == 2 and "unknown benchmark 'aime26'" in p.stderr
     p = cli("eval", "--model", "tiny", "--benchmarks", "beyond_aime", "--output", str(tmp_path), "--data-dir",
@@ -136,7 +136,7 @@ def test_openai_against_serve_cpu_deployment_resumes(served_tiny, hf_run, shared
     assert lines[2].startswith(hf_run.name) and lines[-1].startswith("Δ")
 
 
-def test_openai_unreachable_server_is_a_clear_error(shared_data, tmp_path):
+def test_openai_unreachable_server_is_a_clear_error(spawn, shared_data, tmp_path):
     p = cli("eval", "--model", f"http://127.0.0.1:{free_port()}/v1", "--backend", "openai", "--retries", "1",
             "--output", str(tmp_path), "--data-dir", str(BENCHMARKS), *SLICE, timeout=120)
     assert p.returncode == 2 and "ConnectError" in p.stderr

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def vllm_env(shared_data):
+def vllm_env(spawn, shared_data):
     if not PY.exists():
         if os.environ.get("RAYPIPE_REQUIRE_VLLM") == "1":
             pytest.fail(f"{VENV} missing: run tests/vllm/setup_venv.sh")

@@ -157,7 +157,7 @@ def test_unknown_arm_and_changed_finished_stage_are_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(tmp_path, tiny_model_path):
+def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(spawn, tmp_path, tiny_model_path):
     """cluster/experiments/paper-cpu.yaml as shipped (R1 against Sky-T1 on AIME 2024, paired by id, every arm),
     with max_steps: 1 per arm: killed once the first arm's SFT has finished, then resumed to the table."""
     need_shared_data()
@@ -283,7 +283,7 @@ def test_shipped_experiment_configs_load_and_their_stages_validate(name, tmp_pat
             assert (ROOT / src).is_file(), src
 
 
-def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(tmp_path):
+def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(spawn, tmp_path):
     """`raypipe experiment plan` on paper-gpu.yaml as written: its S3 sources cannot be read here, so the counts
     come from the stated assumptions within the time limit; every stage has tokens and GPU-hours."""
     out = subprocess.run([*raypipe_cli(), "experiment", "plan", str(ROOT / "cluster" / "experiments" /

@@ -220,7 +220,7 @@ def test_llm_judge_waits_out_retry_after(fixed_server):
     assert 0.95 <= elapsed < 5, elapsed
 
 
-def test_keyword_judge_on_real_trajectories_and_compare_page(ray_local, tmp_path, shared_data):
+def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, tmp_path, shared_data):
     from raypipe.diagnostics.judge_job import JudgeConfig, run_judge
     from raypipe.core.lexicon import get_lexicon
     from raypipe.core.structure import measure_python
@@ -327,7 +327,7 @@ def test_vllm_request_rows_split_and_reassemble():
 
 
 @pytest.mark.parametrize("job", ["jobs/judge.py", "jobs/loss_probe.py"])
-def test_job_entrypoints_parse_their_flags(job):
+def test_job_entrypoints_parse_their_flags(spawn, job):
     import sys
     from pathlib import Path
 

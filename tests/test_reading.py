@@ -121,7 +121,7 @@ def test_empty_reasoning_is_dropped_when_the_format_carries_one(ray_local, tmp_p
     assert manifest["by_source"]["sky"]["empty_thinking"] == 1
 
 
-def test_any_layout_through_a_field_mapping_on_the_cli(tmp_path):
+def test_any_layout_through_a_field_mapping_on_the_cli(spawn, tmp_path):
     rows = [{"q": {"text": "What is 3+3?", "ref": "6"}, "a": [{"content": "draft"},
                                                                 {"content": "<think>\nPerhaps 6.\n</think>\n\\boxed{6}"}],
              "who": {"name": "teacher"}, "uid": "x1"}]

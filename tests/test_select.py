@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from raypipe.core.policy import Policy, decide, n_to_drop
-from raypipe.curate.select import compute_thresholds
+from raypipe.curate.exact_thresholds import compute_thresholds
 
 
 def _table(n_per_source=(37, 120, 5), seed=0, ties=False):

@@ -84,7 +84,7 @@ class ServeProcess:
 
 
 @pytest.fixture(scope="module")
-def servers(curated_run, s3_server, tmp_path_factory):
+def servers(spawn, curated_run, s3_server, tmp_path_factory):
     """Two `raypipe serve` processes with default settings but for what each test needs: `main` reads its manifest
     from S3 (moto), takes its bearer token from the environment and exports metrics; `strict` has tight limits
     and a 1 s verify bound."""

@@ -183,7 +183,7 @@ def test_exported_model_loads_and_generates(zero2_run):
 
 
 @pytest.mark.timeout(420)
-def test_killed_run_resumes_and_matches_uninterrupted(ray_local, curated, zero2_run, tmp_path):
+def test_killed_run_resumes_and_matches_uninterrupted(spawn, ray_local, curated, zero2_run, tmp_path):
     out = tmp_path / "resumed"
     with pytest.raises(Exception):
         _train(ray_local, curated, out, zero=2, fault_at_step=3)

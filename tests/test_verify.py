@@ -134,7 +134,7 @@ def test_agreement_with_reference_harness(verifier, tmp_path):
     assert from_display == {"math500_45": "correct", "math500_416": "correct"}, from_display
 
 
-def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison():
+def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison(spawn):
     """A killed actor or replica must not leave a worker computing a hostile expression for ever."""
     import os
     import signal
