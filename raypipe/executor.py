@@ -59,13 +59,14 @@ class Progress:
         from tqdm import tqdm
 
         self.label, self.total_bytes, self.t0 = label, total_bytes, time.perf_counter()
-        self.records = self.bytes = 0
+        self.records = self.bytes = self.done = 0
         self.bar = tqdm(total=total, desc=f"[raypipe] {label}", unit="chunk", file=sys.stderr, dynamic_ncols=True,
                         mininterval=1.0, disable=None)
 
     def advance(self, nbytes: int = 0, records: int = 0) -> None:
         self.records += records
         self.bytes += nbytes
+        self.done += 1
         rate = self.bytes / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
         self.bar.set_postfix_str(f"{self.records:,} records, {rate:.1f} MB/s", refresh=False)
         self.bar.update(1)
@@ -74,7 +75,7 @@ class Progress:
         self.bar.close()
         seconds = time.perf_counter() - self.t0
         tail = f"; {stats.line()}" if stats is not None and stats.counters else ""
-        print(f"[raypipe] {self.label}: {self.bar.n} chunks, {self.records:,} records, {self.bytes / 1e6:,.1f} MB in "
+        print(f"[raypipe] {self.label}: {self.done} chunks, {self.records:,} records, {self.bytes / 1e6:,.1f} MB in "
               f"{seconds:.1f}s ({self.bytes / 1e6 / max(seconds, 1e-9):.1f} MB/s){tail}", flush=True)
 
 

@@ -95,6 +95,8 @@ def quiet_ray() -> Iterator[None]:
     import logging
     import threading
 
+    import ray.data  # noqa: F401  (Ray Data sets its loggers up when first imported: before we lower them)
+
     data_log = logging.getLogger("ray.data")
     level = data_log.level
     data_log.setLevel(logging.ERROR)
