@@ -5,7 +5,6 @@ masking, packing, the chat template, the shared prompt, the checkpoint export, s
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ TASK = {"seed": 0, "train_problems": 2000, "test_problems": 100, "hard_problems"
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
+def study(tmp_path_factory, spawn) -> Path:
     out = tmp_path_factory.mktemp("organism")
     cfg = yaml.safe_load((ROOT / "cluster" / "experiments" / "organism-quick.yaml").read_text())
     task = out / "task"
@@ -31,7 +30,7 @@ def study(tmp_path_factory) -> Path:
     cfg["eval"].update(data_dir=str(task / "benchmarks"), max_tokens=200)
     path = out / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run = subprocess.run([*raypipe_cli(), "experiment", str(path)], capture_output=True, text=True, timeout=900,
+    run = spawn.run([*raypipe_cli(), "experiment", str(path)], capture_output=True, text=True, timeout=900,
                          cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     return out / "study"
