@@ -61,7 +61,7 @@ def test_pair_sources_keeps_the_intersection_of_verified_correct_problems():
 
 
 @pytest.mark.timeout(300)
-def test_pairing_on_a_hand_built_case_with_ties_and_duplicates(tmp_path):
+def test_pairing_on_a_hand_built_case_with_ties_and_duplicates(ray_local, tmp_path):
     a, b = write(tmp_path / "a.jsonl", source_a()), write(tmp_path / "b.jsonl", source_b())
     cfg = PairConfig(inputs=[a, b], output=str(tmp_path / "paired"), num_cpus=2)
     report = run_pairing(cfg)
@@ -86,7 +86,7 @@ def test_pairing_on_a_hand_built_case_with_ties_and_duplicates(tmp_path):
         source_a()[5])
 
 
-def test_pairing_by_id_on_the_real_r1_and_sky_t1_chains(tmp_path):
+def test_pairing_by_id_on_the_real_r1_and_sky_t1_chains(ray_local, tmp_path):
     need_shared_data()
     cfg = PairConfig(inputs=[str(R1 / "deepseek-r1_aime24.jsonl"),
                              str(TRAJECTORIES / "skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl")],
