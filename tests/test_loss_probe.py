@@ -119,7 +119,8 @@ def test_loss_probe_job_real_data_local_and_s3(ray_local, tmp_path, s3_bucket, s
     from diagnostics_fixtures import write_two_sources
 
     from raypipe.core import io
-    from raypipe.diagnostics.config import LossConfig, run_loss_probe
+    from raypipe.diagnostics.config import LossConfig
+    from raypipe.diagnostics.loss_job import run_loss_probe
 
     inp = write_two_sources(tmp_path / "in", n=3)
     endpoint, bucket = s3_bucket
