@@ -84,6 +84,16 @@ def test_serve_llm_hosting_on_cpu(vllm_env, vllm_model, tmp_path):
         assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
         r = httpx.post(url + "/completions", timeout=120, json={"model": "tiny-vllm", "prompt": "1+1=", "max_tokens": 4})
         assert r.status_code == 200, r.text
+        # raypipe generate streams from it (server-sent events) and stops every trace at its 6th token
+        out = tmp_path / "generate"
+        p = subprocess.run([str(PY), "-m", "raypipe.cli", "generate", "--input", "aime24", "--data-dir",
+                            str(BENCHMARKS), "--limit", "3", "--backend", "openai", "--model", url, "--max-tokens",
+                            "24", "--abort-when", "tokens>=6", "--output", str(out), "--num-cpus", "2"],
+                           capture_output=True, text=True, env=vllm_env, timeout=600, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-4000:]
+        g = json.loads((out / "manifest.json").read_text())["generation"]
+        assert g["traces"]["aborted"] == 3 and g["aborted_by_reason"] == {"aborted: tokens>=6": 3}
+        assert g["tokens"]["aborted"] < 3 * 24
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

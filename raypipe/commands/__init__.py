@@ -18,7 +18,7 @@ from raypipe.core import settings
 
 # Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
 MODULES = ("curate", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose", "serve_model",
-           "experiment", "make_task")
+           "experiment", "make_task", "generate")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def attempts(response: httpx.Response) -> int:
     return getattr(response, "attempts", 1)
 
 
-def _wait(policy: RetryPolicy, attempt: int, response: httpx.Response | None) -> float | None:
+def retry_wait(policy: RetryPolicy, attempt: int, response: httpx.Response | None) -> float | None:
     """Seconds before the next attempt, or None when this outcome is final."""
     if attempt > policy.retries or (response is not None and response.status_code not in policy.retry_statuses):
         return None
@@ -88,7 +88,7 @@ def send(client: httpx.Client, method: str, url: str, policy: RetryPolicy | None
             if received is None and attempt > policy.retries:
                 raise
             response = None
-        wait = _wait(policy, attempt, response)
+        wait = retry_wait(policy, attempt, response)
         if wait is None:
             received.attempts = attempt
             return received
@@ -109,7 +109,7 @@ async def asend(client: httpx.AsyncClient, method: str, url: str, policy: RetryP
             if received is None and attempt > policy.retries:
                 raise
             response = None
-        wait = _wait(policy, attempt, response)
+        wait = retry_wait(policy, attempt, response)
         if wait is None:
             received.attempts = attempt
             return received

@@ -88,24 +88,19 @@ class HostingSettings(ModelSettings, ServedNameSettings, ReplicaSettings, Replic
                                engine_kwargs=self.engine_kwargs, cpu=self.cpu)
 
 
-class EvalConfig(PromptSettings, ModelSettings, BenchmarksSettings, OutputSettings, BackendSettings, Sampling,
-                 StructureSettings,
-                 GradingSettings, VerifierSettings, ClientSettings, ServedNameSettings, TensorParallelSettings,
-                 ReplicaSettings, DtypeSettings, BatchSettings, LimitSettings, StorageSettings, LocalRaySettings,
-                 OverwriteSettings):
+class TeacherSettings(ModelSettings, BackendSettings, Sampling, ClientSettings, ServedNameSettings,
+                      TensorParallelSettings, ReplicaSettings, DtypeSettings, BatchSettings):
+    """A model that writes: the backend that runs it and how it samples (`raypipe eval`'s model, and `raypipe
+    generate`'s teacher)."""
+
     REGISTRIES: ClassVar[dict] = {"backend": BACKENDS}
     DEFAULTS: ClassVar[dict] = {"backend": "hf"}
     HELP: ClassVar[dict[str, str]] = {
         "backend": "hf: transformers here; openai: an OpenAI-compatible server at --model; vllm: Ray Data LLM with "
-                   "vLLM; replay: grade stored --responses",
+                   "vLLM; replay: stored --responses",
         "model": "checkpoint folder, 'tiny', a hub id, or an OpenAI-compatible base URL such as "
                  "http://127.0.0.1:8000/v1",
-        "output": "output folder, local or s3://: results.json, report.html, samples/ (resume state)",
         "seed": "run seed; each sample's seed derives from it and the sample's key",
-        "limit": "evaluate the first N problems of each benchmark",
-        "lexicon": "branch-marker lexicon for the outputs' statistics (paper, switch, FILE.yaml)",
-        "segmenter": "step separator for the outputs' statistics: blank (blank lines), line, or a regex",
-        "verify_workers": "math-verify worker processes grading the outputs",
         "served_model_name": "openai: the model name to request (default: the first listed)",
         "concurrency": "openai: requests in flight",
         "retries": "openai: retries per request on errors and 429/5xx (Retry-After honoured)",
@@ -113,6 +108,22 @@ class EvalConfig(PromptSettings, ModelSettings, BenchmarksSettings, OutputSettin
         "api_key_env": "openai: environment variable holding the API key",
         "replicas": "vllm: engine replicas (data parallel)",
         "batch_size": "hf/vllm: prompts per engine batch",
+    }
+
+    responses: list[str] | None = Field(None, description="replay backend: JSONL/Parquet file or folder with problem "
+                                        "+ response fields (repeatable)")
+    max_model_len: int | None = Field(None, description="vllm: context length of the engine")
+
+
+class EvalConfig(PromptSettings, TeacherSettings, BenchmarksSettings, OutputSettings, StructureSettings,
+                 GradingSettings, VerifierSettings, LimitSettings, StorageSettings, LocalRaySettings,
+                 OverwriteSettings):
+    HELP: ClassVar[dict[str, str]] = {
+        "output": "output folder, local or s3://: results.json, report.html, samples/ (resume state)",
+        "limit": "evaluate the first N problems of each benchmark",
+        "lexicon": "branch-marker lexicon for the outputs' statistics (paper, switch, FILE.yaml)",
+        "segmenter": "step separator for the outputs' statistics: blank (blank lines), line, or a regex",
+        "verify_workers": "math-verify worker processes grading the outputs",
         "overwrite": "replace an evaluation in --output made with other settings",
         "num_cpus": "CPUs for a local Ray (vllm backend)",
     }
@@ -125,9 +136,6 @@ class EvalConfig(PromptSettings, ModelSettings, BenchmarksSettings, OutputSettin
                              "registry's (--no-size-check accepts it)")
     hub: bool = Field(False, description="load benchmarks without a local file from their Hugging Face dataset id "
                       "(needs `datasets` and network)")
-    responses: list[str] | None = Field(None, description="replay backend: JSONL/Parquet file or folder with problem "
-                                        "+ response fields (repeatable)")
-    max_model_len: int | None = Field(None, description="vllm: context length of the engine")
     chunk_size: int = Field(64, ge=1, description="samples generated and saved together (the unit of resume)")
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (

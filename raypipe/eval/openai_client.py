@@ -4,11 +4,14 @@ httpx on raypipe.core.http's retrying core (transport errors, 408/409/429/5xx; R
 Errors come back as strings, never as exceptions, so a failed request costs one sample or one judged chunk."""
 from __future__ import annotations
 
+import json
 import os
+import time
+from typing import Callable, Iterator
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, Field
 
-from raypipe.core.http import RetryPolicy, send
+from raypipe.core.http import RetryPolicy, retry_wait, send
 from raypipe.core.settings import SettingsGroup
 
 
@@ -66,6 +69,67 @@ class OpenAIClient:
         """POST /chat/completions: (the answer, None) or (None, the error)."""
         return self.request("POST", "/chat/completions", body)
 
+    def stream_chat(self, body: dict, on_delta: Callable[[str, str], bool],
+                    on_restart: Callable[[], None] | None = None) -> tuple[dict | None, str | None]:
+        """POST /chat/completions with `stream: true` (server-sent events). Every delta goes to
+        `on_delta(content, reasoning_content)`; when it returns False the stream is closed there, which tells the
+        server to stop generating (vLLM and Serve LLM abort the request). A connection lost or a retryable status
+        is tried again from the start (`on_restart` first), per the retry policy.
+
+        Returns ({text, reasoning, finish_reason, usage, aborted, attempts}, None) or (None, the last error)."""
+        import httpx
+
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        attempt = 0
+        while True:
+            attempt += 1
+            text, reasoning, finish, usage, aborted, error, response = [], [], None, None, False, None, None
+            try:
+                with self.http.stream("POST", self.base_url + "/chat/completions", json=body) as r:
+                    response = r
+                    if not r.is_success:
+                        error = f"HTTP {r.status_code}: {r.read().decode(errors='replace')[:300]}"
+                    else:
+                        for event in _events(r.iter_lines()):
+                            if event.get("usage"):
+                                usage = event["usage"]
+                            for choice in event.get("choices") or []:
+                                delta = choice.get("delta") or {}
+                                content = delta.get("content") or ""
+                                thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                                text.append(content), reasoning.append(thought)
+                                finish = choice.get("finish_reason") or finish
+                                if (content or thought) and not on_delta(content, thought):
+                                    aborted = True
+                                    break
+                            if aborted:
+                                break
+            except httpx.HTTPError as e:
+                error, response = f"{type(e).__name__}: {str(e)[:300]}", None
+            if error is None:
+                return {"text": "".join(text), "reasoning": "".join(reasoning) or None, "aborted": aborted,
+                        "finish_reason": "abort" if aborted else finish, "usage": usage, "attempts": attempt}, None
+            wait = retry_wait(self.policy, attempt, response)
+            if wait is None:
+                return None, error
+            if on_restart is not None:
+                on_restart()
+            time.sleep(wait)
+
     def close(self) -> None:
         self.http.close()
+
+
+def _events(lines) -> Iterator[dict]:
+    """The JSON payloads of a server-sent event stream, up to `data: [DONE]`."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            yield json.loads(data)
+        except ValueError:
+            continue
 
