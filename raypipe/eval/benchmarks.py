@@ -189,6 +189,10 @@ def load(name: str, data_dir_: str | None = None, file: str | None = None, stora
     return LoadedBenchmark(spec, problems, where, digest)
 
 
+class BenchmarkDirSettings(SettingsGroup):
+    data_dir: str | None = Field(None, description="folder of benchmark files (else $RAYPIPE_DATA_DIR)")
+
+
 class BenchmarksSettings(SettingsGroup):
     benchmarks: list[str] = Field(list(PAPER_BENCHMARKS), description="comma-separated benchmark names (default: the "
                                   "paper's five); see raypipe.eval.benchmarks.REGISTRY")

@@ -14,7 +14,7 @@ from raypipe.core.settings import (BackendSettings, BatchSettings, HttpSettings,
                                    SettingsGroup)
 from raypipe.core.structure import StructureSettings
 from raypipe.eval.backends import BACKENDS
-from raypipe.eval.benchmarks import BenchmarksSettings
+from raypipe.eval.benchmarks import BenchmarkDirSettings, BenchmarksSettings
 from raypipe.eval.openai_client import ClientSettings
 from raypipe.eval.sampling import Sampling
 from raypipe.ray_env import LocalRaySettings
@@ -115,8 +115,8 @@ class TeacherSettings(ModelSettings, BackendSettings, Sampling, ClientSettings, 
     max_model_len: int | None = Field(None, description="vllm: context length of the engine")
 
 
-class EvalConfig(PromptSettings, TeacherSettings, BenchmarksSettings, OutputSettings, StructureSettings,
-                 GradingSettings, VerifierSettings, LimitSettings, StorageSettings, LocalRaySettings,
+class EvalConfig(PromptSettings, TeacherSettings, BenchmarksSettings, BenchmarkDirSettings, OutputSettings,
+                 StructureSettings, GradingSettings, VerifierSettings, LimitSettings, StorageSettings, LocalRaySettings,
                  OverwriteSettings):
     HELP: ClassVar[dict[str, str]] = {
         "output": "output folder, local or s3://: results.json, report.html, samples/ (resume state)",
@@ -128,7 +128,6 @@ class EvalConfig(PromptSettings, TeacherSettings, BenchmarksSettings, OutputSett
         "num_cpus": "CPUs for a local Ray (vllm backend)",
     }
 
-    data_dir: str | None = Field(None, description="folder of benchmark files (else $RAYPIPE_DATA_DIR)")
     benchmark_files: dict[str, str] = Field(
         {}, validation_alias=AliasChoices("benchmark_files", "benchmark_file"),
         description="NAME=PATH: read this benchmark from a local or s3:// file (repeatable)")

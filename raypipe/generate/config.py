@@ -10,15 +10,16 @@ from raypipe.core.io import StorageSettings
 from raypipe.core.policy import PolicySettings
 from raypipe.core.prompts import PromptSettings
 from raypipe.core.scoring import ScoringConfig
-from raypipe.core.settings import LimitSettings, OutputSettings, OverwriteSettings
+from raypipe.core.settings import InputSettings, LimitSettings, OutputSettings, OverwriteSettings
 from raypipe.curate.config import CurateConfig
+from raypipe.eval.benchmarks import BenchmarkDirSettings
 from raypipe.eval.config import TeacherSettings
 from raypipe.generate.abort import DEFAULT_ABORT, AbortRule
 from raypipe.ray_env import LocalRaySettings
 
 
-class GenerateConfig(PromptSettings, TeacherSettings, ScoringConfig, PolicySettings, OutputSettings,
-                     LimitSettings, StorageSettings, LocalRaySettings, OverwriteSettings):
+class GenerateConfig(InputSettings, BenchmarkDirSettings, PromptSettings, TeacherSettings, ScoringConfig,
+                     PolicySettings, OutputSettings, LimitSettings, StorageSettings, LocalRaySettings, OverwriteSettings):
     HELP: ClassVar[dict] = {
         "output": "output folder, local or s3://: the curated output (curated/ dropped/ rejects/ manifest.json "
                   "report.html, as raypipe curate writes them) and generation/: traces/ (the teacher's own markup), "
@@ -27,14 +28,13 @@ class GenerateConfig(PromptSettings, TeacherSettings, ScoringConfig, PolicySetti
         "limit": "only the first N problems",
         "overwrite": "replace an earlier run in --output made with other settings",
         "batch_size": "units a worker takes at a time (hf/vllm: prompts per engine batch)",
+        "input": "problems: a registered benchmark name (math500, aime24, organism, …) or a JSONL / Parquet file, "
+                 "folder or glob with problem and answer fields; local or s3://",
+        "data_dir": "folder of benchmark files, for a benchmark --input (else $RAYPIPE_DATA_DIR)",
+        "n": "samples per problem (the first round, with --keep-per-problem)",
     }
 
-    input: str = Field(description="problems: a registered benchmark name (math500, aime24, organism, …) or a JSONL "
-                       "/ Parquet file, folder or glob with problem and answer fields; local or s3://")
-    data_dir: str | None = Field(None, description="folder of benchmark files, for a benchmark --input (else "
-                                 "$RAYPIPE_DATA_DIR)")
     source: str | None = Field(None, description="the traces' source name (default: the teacher's model name)")
-    n: int = Field(1, ge=1, description="samples per problem (the first round, with --keep-per-problem)")
     keep_per_problem: int | None = Field(None, ge=1, description="quota: keep sampling a problem (up to "
                                          "--max-samples) until this many verified-correct traces pass the filter")
     max_samples: int = Field(8, ge=1, description="quota: most samples of one problem")
