@@ -153,3 +153,14 @@ def tiny_model_path() -> str:
 
 def raypipe_cli() -> list[str]:
     return [sys.executable, "-m", "raypipe.cli"]
+
+
+def run_cli(capsys, *argv: str) -> str:
+    """A raypipe command in this process (on the session's Ray, from the `ray_local` fixture): what a subprocess
+    would prove, without a second interpreter and a second Ray. Returns what it printed."""
+    from raypipe.cli import main
+
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    assert rc == 0, (out.out + out.err)[-4000:]
+    return out.out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import R1, TRAJECTORIES, free_port, need_shared_data, raypipe_cli
+from conftest import R1, TRAJECTORIES, free_port, need_shared_data, raypipe_cli, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -478,3 +478,31 @@ def test_sigterm_stops_the_server_cleanly(servers):
     assert httpx.get(servers["main"] + "/healthz").status_code == 200
     rc = servers["main_process"].stop()
     assert rc == 0, (servers["logs"] / "main.log").read_text()[-3000:]
+
+
+def test_generation_scored_by_the_service_decides_as_in_process(servers, capsys, tmp_path, monkeypatch):
+    """`raypipe generate --scorer URL` (the running service, on the batch run's manifest) gives each streamed unit the
+    decision that the workers' own scorer gives with the same thresholds (--reference-manifest)."""
+    from raypipe.eval.replay_server import replay_app, serve_in_thread
+
+    path = str(TRAJECTORIES / "skyt1_math-correct-5K-32B-ckpt140_aime24.jsonl")
+    rows = [json.loads(line) for line in open(path)]
+    common = ["--input", path, "--backend", "openai", "--abort-when", "none", "--source", rows[0]["model"],
+              "--num-cpus", "2"]
+    monkeypatch.setenv("RAYPIPE_SCORER_TOKEN", TOKEN)
+    with serve_in_thread(replay_app(rows, tokens_per_s=50_000)) as url:
+        run_cli(capsys, "generate", "--output", tmp_path / "remote", "--model", url, "--scorer", servers["main"],
+                *common)
+    monkeypatch.delenv("RAYPIPE_SCORER_TOKEN")
+    with serve_in_thread(replay_app(rows, tokens_per_s=50_000)) as url:
+        run_cli(capsys, "generate", "--output", tmp_path / "local", "--model", url, "--reference-manifest",
+                servers["run"] / "manifest.json", *common)
+
+    def units(out: Path) -> dict:
+        return {u["id"]: (u["verdict"], u["decision"], u["reason"]) for u in
+                (json.loads(p.read_text()) for p in (out / "generation" / "units").glob("*.json"))}
+    remote, local = units(tmp_path / "remote"), units(tmp_path / "local")
+    assert remote == local and len(remote) == 30
+    assert {d for _, d, _ in remote.values()} == {"keep", "drop"}
+    assert {r.split(";")[0] for _, _, r in remote.values()} >= {"kept", "verdict:wrong"}
+

@@ -10,6 +10,7 @@ thresholds.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +34,9 @@ class WriteTraces(Stage):
 
     def __init__(self, cfg, policy: Policy):
         self.cfg, self.policy = cfg, policy
+        # Read where the user set it (the driver): a worker on another node, or one Ray started before the variable
+        # was set, does not have it.
+        self.scorer_token = os.environ.get(cfg.scorer_token_env) if cfg.scorer else None
         self.resources = Resources(cpus=0.5 if cfg.backend in STREAMING else 1.0,
                                    worker_processes=cfg.verify_workers, worker_cpus=0.25)
 
@@ -61,7 +65,7 @@ class WriteTraces(Stage):
     def _scorer(self):
         """Something with score_rows(rows) -> results and close(): the scoring service, or the same in process."""
         if self.cfg.scorer:
-            return RemoteScorer(self.cfg.scorer, self.cfg.scorer_token_env)
+            return RemoteScorer(self.cfg.scorer, self.scorer_token)
         from raypipe.core.scoring import ScoringConfig
         from raypipe.online.scorer import CurationRun, OnlineScorer
 
@@ -177,12 +181,10 @@ class WriteTraces(Stage):
 class RemoteScorer:
     """A running `raypipe serve` (raypipe.online.client: retries, Retry-After) behind the in-process scorer's call."""
 
-    def __init__(self, url: str, token_env: str):
-        import os
-
+    def __init__(self, url: str, token: str | None):
         from raypipe.online.client import ScoringClient
 
-        self.client = ScoringClient(url, token=os.environ.get(token_env))
+        self.client = ScoringClient(url, token=token)
 
     def score_rows(self, rows: list[dict]) -> list[dict]:
         return self.client.score_batch(rows)
