@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from raypipe.core import settings
 
 # Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
-MODULES = ("curate", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose", "serve_model",
-           "experiment", "make_task", "generate")
+MODULES = ("curate", "inspect", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose",
+           "serve_model", "experiment", "make_task", "generate")
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def normalize_flat_table(table: pa.Table, default_source: str, shard: str) -> tu
         id_list = [i if i is not None else stable_hash(s, p, r) for i, s, p, r in zip(id_list, sources, problems, resp_py)]
     pid_cache: dict[str, str] = {}
     pids = [pid_cache.get(p) or pid_cache.setdefault(p, problem_id(p)) for p in problems]
-    consumed = {pks[0], rks[0], "id", *aks, *(["source"] if src_col == "source" else [])}
+    consumed = {pks[0], rks[0], "id", *aks, *([src_col] if src_col else [])}
     extra = [c for c in names if c not in consumed]
     extra_values = [table[c].to_pylist() for c in extra]
     meta = [json.dumps({k: v for k, v in zip(extra, vals) if v is not None}, ensure_ascii=False, default=str)

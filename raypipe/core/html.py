@@ -9,6 +9,12 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:64em;margin:2em auto}tabl
          "td,th{border:1px solid #ccc;padding:.2em .6em}.ok{color:#137333}.no{color:#b3261e}"
          ".warn{background:#fee;padding:.5em}</style>")
 
+# One colour per verdict, in every plot and badge: correct green, wrong red, no answer orange, the grader's own
+# failures grey and purple, unverified (no reference) blue.
+VERDICT_COLOURS = {"correct": "#228833", "wrong": "#cc3311", "no_answer": "#ee7733",
+                   "unparseable_reference": "#aa3377", "timeout": "#999999", "error": "#555555",
+                   "unverified": "#4477aa"}
+
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display)."""

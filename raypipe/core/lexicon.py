@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -33,6 +34,11 @@ class Lexicon:
         """One RE2- and Python-compatible regex matching any marker."""
         alts = "|".join(self.marker_pattern(m) for m in self.markers)
         return ("" if self.case_sensitive else "(?i)") + f"(?:{alts})"
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        """pattern() for Python's re, with RE2's ASCII word boundaries: what the plain-Python paths match with."""
+        return re.compile(self.pattern(), re.ASCII)
 
 
 LEXICONS: Registry[Lexicon] = Registry("lexicon")

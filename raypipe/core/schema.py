@@ -279,7 +279,7 @@ def make_record(row: dict, parts: Parts, fmt: str, default_source: str, shard: s
     source = parts.source or (text_of(source, sk) if sk else default_source)
     rid = parts.id if parts.id is not None else row.get("id")
     rid = text_of(rid, "id") if rid is not None else stable_hash(source, parts.problem, parts.response)
-    consumed |= {"id"} | ({"source"} if sk == "source" and not parts.source else set())
+    consumed |= {"id"} | ({sk} if sk and not parts.source else set())  # the field that named the source was read
     meta = {k: v for k, v in row.items() if k not in consumed and v is not None} | parts.meta
     response = parts.response
     if parts.final is not None:  # both parts found by the format

@@ -113,6 +113,10 @@ class InputSettings(SettingsGroup):
                        "s3://")
 
 
+class SourceSettings(SettingsGroup):
+    source: str | None = Field(None, description="a source (model) name")
+
+
 class LimitSettings(SettingsGroup):
     limit: int | None = Field(None, ge=1, description="only the first N items")
 

@@ -130,7 +130,7 @@ def measure(thinking: pa.Array, response: pa.Array, lexicon: Lexicon, segmenter:
 def measure_python(text: str, lexicon: Lexicon, segmenter: str = "blank") -> dict:
     """The same metrics for one text in plain Python: the reference the Arrow path is tested against."""
     steps = split_steps(text, segmenter)
-    pat = re.compile(lexicon.pattern(), re.ASCII)
+    pat = lexicon.regex
     branch = sum(1 for s in steps if pat.search(s))
     tokens = -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
     markers = sum(len(pat.findall(s)) for s in steps)

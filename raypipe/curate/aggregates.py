@@ -12,7 +12,10 @@ JSON-serialisable dict; `merge(aggs)` adds such dicts up. Nothing in it grows wi
   the merge is associative and order-independent. Quantiles are exact (numpy's default, linear) from the pairs and
   approximate, within one bin width, from the bins: `quantiles` says which;
 - the steps-against-length sample keeps, per source, the `SAMPLE_PER_SOURCE` records with the smallest hash of
-  (source, id): the same records whatever the chunking and the merge order.
+  (source, id): the same records whatever the chunking and the merge order;
+- dropped rows are counted by the kind of their reason (raypipe.core.reasons), and the report's examples, a few
+  records of each kind with their text cut to a bound, are picked the same way whatever the order
+  (raypipe.curate.examples).
 
 Plain Python on Arrow: no Ray.
 """
@@ -26,18 +29,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.core.policy import Policy
 from raypipe.core.verify import CORRECT, UNVERIFIED
+from raypipe.curate.examples import kinds, merge_examples, pick
 
 EXACT_VALUES = 2048  # distinct branch_ratio values kept exactly per (source, group) before binning
 FINE_BINS = 10_000  # fixed bins over [0, 1] once binned: width 1e-4
 SAMPLE_PER_SOURCE = 1000  # records per source in the steps-against-length sample
 GROUPS = ("correct", "other", "unverified")
-COUNTERS = ("decisions", "verdicts", "answer_source", "unconsumed_text")
+COUNTERS = ("decisions", "verdicts", "answer_source", "unconsumed_text", "drop_reasons")
 SUMS = ("records", "empty_thinking", "empty_final", "duplicates", "renamed_ids")
 
 
 def _source_entry() -> dict:
-    return {**{k: 0 for k in SUMS}, **{k: {} for k in COUNTERS}, "branch_ratio": {}, "sample": []}
+    return {**{k: 0 for k in SUMS}, **{k: {} for k in COUNTERS}, "branch_ratio": {}, "sample": [],
+            "examples": {}}
 
 
 def _count(table: pa.Table, keys: list[str]) -> list[tuple]:
@@ -151,8 +157,9 @@ def _sample(t: pa.Table) -> dict[str, list]:
     return out
 
 
-def aggregate(decided: pa.Table, chunk: str | None = None) -> dict:
-    """The aggregate of one chunk's decided records; `chunk` names it for the per-chunk balance check."""
+def aggregate(decided: pa.Table, chunk: str | None = None, policy: Policy | None = None) -> dict:
+    """The aggregate of one chunk's decided records; `chunk` names it for the per-chunk balance check, `policy` (the
+    one that decided them) gives the examples' rank keys."""
     n = decided.num_rows
     kept = sum(c for d, c in _count(decided, ["decision"]) if d == "keep")
     dropped = sum(c for d, c in _count(decided, ["decision"]) if d == "drop")
@@ -179,6 +186,9 @@ def aggregate(decided: pa.Table, chunk: str | None = None) -> dict:
         col = {"decisions": "decision", "verdicts": "verdict"}.get(key, key)
         for s, v, c in _count(t, ["source", col]):
             acc[s][key][v] = c
+    reasons = pa.table({"source": src, "decision": decided.column("decision"), "kind": kinds(_col(decided, "reason"))})
+    for s, k, c in _count(reasons.filter(pc.equal(reasons.column("decision"), "drop")), ["source", "kind"]):
+        acc[s]["drop_reasons"][k] = c
     fields = pc.split_pattern(pc.fill_null(_col(decided, "unconsumed_text"), ""), ",")
     flat = pa.table({"source": pc.take(src, pc.list_parent_indices(fields)), "field": pc.list_flatten(fields)})
     for s, f, c in _count(flat.filter(pc.not_equal(flat.column("field"), "")), ["source", "field"]):
@@ -195,6 +205,8 @@ def aggregate(decided: pa.Table, chunk: str | None = None) -> dict:
         acc[s]["branch_ratio"][g] = _dist(p)
     for s, rows in _sample(decided.select(["source", "id", "n_tokens", "n_steps"])).items():
         acc[s]["sample"] = rows
+    for s, examples in pick(decided, policy).items():
+        acc[s]["examples"] = examples
     return out
 
 
@@ -209,6 +221,7 @@ def _merge_source(a: dict, b: dict) -> dict:
                                else a["branch_ratio"].get(g) or b["branch_ratio"][g])
                            for g in GROUPS if g in a["branch_ratio"] or g in b["branch_ratio"]}
     out["sample"] = sorted(a["sample"] + b["sample"])[:SAMPLE_PER_SOURCE]
+    out["examples"] = merge_examples(a.get("examples", {}), b.get("examples", {}))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import CliPositionalArg
 
 from raypipe.core.formats import FORMATS, FieldMapping
 from raypipe.core.io import StorageSettings
@@ -11,7 +12,8 @@ from raypipe.core.policy import PolicySettings
 from raypipe.core.proxies import PROXIES
 from raypipe.core.registry import registered
 from raypipe.core.scoring import ScoringConfig
-from raypipe.core.settings import InputSettings, OutputSettings, OverwriteSettings, SeedSettings, Settings, SettingsGroup
+from raypipe.core.settings import (InputSettings, OutputSettings, OverwriteSettings, SeedSettings, Settings,
+                                   SettingsGroup, SourceSettings)
 from raypipe.ray_env import ActorPoolSettings, LocalRaySettings
 
 
@@ -83,3 +85,25 @@ class SampleSettings(Settings, OutputSettings, SeedSettings):
                             "seed": "seed of the generated rows"}
 
     rows: int = Field(200, ge=0, description="rows per source")
+
+
+class InspectSettings(Settings, SourceSettings, StorageSettings):
+    """`raypipe inspect`: records of a curation output, as the report shows them."""
+
+    HELP: ClassVar[dict] = {"source": "only records of this source (--id: of the id's records; --worst: rank this "
+                                      "source's dropped records)"}
+
+    folder: CliPositionalArg[str] = Field(description="a curation output folder (local or s3://): its manifest.json, "
+                                          "curated/ and dropped/")
+    id: str | None = Field(None, description="print the record(s) with this id")
+    worst: int | None = Field(None, ge=1, description="print the N dropped records with the highest branch_score")
+    step_chars: int = Field(400, ge=0, description="fold a step after this many characters (0: print it whole)")
+    color: Literal["auto", "always", "never"] = Field("auto", description="highlight markers with terminal colours "
+                                                      "(auto: when printing to a terminal and NO_COLOR is unset; "
+                                                      "never: as **marker**)")
+
+    @model_validator(mode="after")
+    def _one(self) -> "InspectSettings":
+        if (self.id is None) == (self.worst is None):
+            raise ValueError("give --id ID or --worst N")
+        return self

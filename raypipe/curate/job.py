@@ -69,7 +69,7 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
             for part, table in (("curated", kept), ("dropped", dropped)):
                 if table.num_rows:
                     writers[part].write(table)
-            parts.append(aggregate(decided, key))
+            parts.append(aggregate(decided, key, block_policy))
     for w in writers.values():
         w.close()
     return {"key": key, "aggregate": json.dumps(merge(parts)), "marker": io.read_text(marker_uri(out, key), storage)}

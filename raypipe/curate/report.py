@@ -9,13 +9,16 @@ from collections import Counter
 import numpy as np
 
 from raypipe.core import io as rio
-from raypipe.core.html import STYLE, images, png_base64, pyplot, table
+from raypipe.core.html import STYLE, VERDICT_COLOURS, images, png_base64, pyplot, table
+from raypipe.core.lexicon import get_lexicon
 from raypipe.core.policy import Policy
 from raypipe.core.proxies import PROXIES
 from raypipe.core.verify import VERDICTS
 from raypipe.core.versions import versions
 from raypipe.curate.aggregates import (EXACT_VALUES, FINE_BINS, GROUPS, SAMPLE_PER_SOURCE, branch_ratios,
                                        check_balance, histogram, is_exact, quantile)
+from raypipe.curate.examples import example_ids
+from raypipe.curate.report_examples import examples_html
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
 APPROXIMATE = f"approximate: from fixed bins of width {1 / FINE_BINS:g} over [0, 1] (error at most one bin)"
@@ -23,6 +26,10 @@ APPROXIMATE = f"approximate: from fixed bins of width {1 / FINE_BINS:g} over [0,
 
 def _rows(stat: dict) -> int:
     return stat.get("rows", stat.get("input", 0))  # "input" in markers written before records were counted
+
+
+def _by_count(counts: dict) -> dict:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _quantiles(d: dict | None) -> dict:
@@ -45,8 +52,12 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
     kept = sum(a["decisions"].get("keep", 0) for a in sources.values())
     dropped = sum(a["decisions"].get("drop", 0) for a in sources.values())
     per_row: Counter = Counter()
+    rejected_by_reason: Counter = Counter()
     for st in stats:
         per_row.update({int(k): n for k, n in st.get("records_per_row", {}).items()})
+        rejected_by_reason.update(st.get("rejected_reasons", {}))
+        if st["rejected"] and "rejected_reasons" not in st:  # a chunk scored before reasons were counted
+            rejected_by_reason["(not counted by reason: scored by an earlier version)"] += st["rejected"]
     by_source: dict[str, dict] = {}
     for s, a in sorted(sources.items()):
         th = policy.thresholds.get(s)
@@ -55,6 +66,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
             "records": a["records"],
             "kept": a["decisions"].get("keep", 0),
             "dropped": a["decisions"].get("drop", 0),
+            "dropped_by_reason": _by_count(a.get("drop_reasons", {})),
             "verdicts": {v: a["verdicts"].get(v, 0) for v in VERDICTS},
             "graded_from": {k: a["answer_source"].get(k, 0) for k in ("final", "thinking", "none")},
             "empty_thinking": a["empty_thinking"],
@@ -66,6 +78,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
             "branch_ratio_quantiles": _quantiles(ratios),
             "unverified_branch_ratio_quantiles": _quantiles(unverified),
             "quantiles": {"branch_ratio": quantile_method(ratios), "unverified_branch_ratio": quantile_method(unverified)},
+            "examples": example_ids(a.get("examples", {})),
         }
     graded = Counter()
     for v in by_source.values():
@@ -74,7 +87,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
     total_bytes = sum(s.get("bytes", 0) for s in stats)
     return {
         "counts": {"input_rows": n_rows, "records": n_records, "kept": kept, "dropped": dropped,
-                   "rejected": n_rejected},
+                   "rejected": n_rejected, "rejected_by_reason": _by_count(rejected_by_reason)},
         "balanced": n_records == kept + dropped + n_rejected and not unbalanced,
         "unbalanced_chunks": unbalanced,
         "records_per_row": {str(k): n for k, n in sorted(per_row.items())},
@@ -94,7 +107,9 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
         "aggregation": {"quantiles": f"exact (numpy linear) up to {EXACT_VALUES} distinct values per source, "
                                      f"else {APPROXIMATE}",
                         "scatter_sample": f"per source, the {SAMPLE_PER_SOURCE} records with the smallest hash of "
-                                          "(source, id)"},
+                                          "(source, id)",
+                        "examples": "per source and kind, the first few records in the kind's own order (its rank "
+                                    "key, then a hash of source and id): raypipe.curate.examples"},
     }
 
 
@@ -108,12 +123,13 @@ def plots(merged: dict, policy: Policy) -> dict[str, str]:
         every = branch_ratios(acc[s], GROUPS)
         edges = np.linspace(0, max(every["max"] if every else 0, 1e-9), 41)
         width = np.diff(edges)
-        ax.bar(edges[:-1], histogram(every, edges), width=width, align="edge", color="#bbccee", label="all rows")
+        ax.bar(edges[:-1], histogram(every, edges), width=width, align="edge", color="#cccccc", label="all rows")
         ax.bar(edges[:-1], histogram(acc[s]["branch_ratio"].get("correct"), edges), width=width, align="edge",
-               color="#4477aa", label="verified correct")
+               color=VERDICT_COLOURS["correct"], label="verified correct")
         unverified = acc[s]["branch_ratio"].get("unverified")
         if unverified:  # no reference answer: never ranked, shown apart
-            ax.stairs(histogram(unverified, edges), edges, color="#228833", linewidth=1.5, label="unverified")
+            ax.stairs(histogram(unverified, edges), edges, color=VERDICT_COLOURS["unverified"], linewidth=1.5,
+                      label="unverified")
         th = policy.thresholds.get(s)
         if th is not None and policy.rule == "top" and PROXIES.get(policy.proxy).label == "branch_ratio":
             ax.axvline(th.score, color="#cc3311", linestyle="--", label=f"drop >= {th.score:.3f}")
@@ -128,30 +144,68 @@ def plots(merged: dict, policy: Policy) -> dict[str, str]:
     for v in VERDICTS:
         counts = np.array([acc[s]["verdicts"].get(v, 0) for s in sources])
         if counts.any():
-            ax.barh(sources, counts, left=left, label=v)
+            ax.barh(sources, counts, left=left, label=v, color=VERDICT_COLOURS[v])
             left += counts
     ax.legend(fontsize=8)
     ax.set_xlabel("rows")
     out["verdicts per source"] = png_base64(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    sampled = False
+    sampled, empty = False, 0
     for s in sources:
         rows = acc[s]["sample"]
         sampled |= len(rows) < acc[s]["records"]
-        ax.scatter([r[1] for r in rows], [r[2] for r in rows], s=6, alpha=0.6, label=s)
+        shown = [r for r in rows if r[1] > 0]  # an empty response has no place on a log axis: counted in the title
+        empty += len(rows) - len(shown)
+        ax.scatter([r[1] for r in shown], [r[2] for r in shown], s=6, alpha=0.6, label=s)
     ax.set_xlabel("tokens (estimated)")
     ax.set_ylabel("steps")
-    ax.set_xscale("symlog")
+    log_axis(ax.xaxis, ax.set_xscale)
     ax.legend(fontsize=7)
     title = "steps against length"
     if sampled:
         title += f" (a deterministic sample: per source the {SAMPLE_PER_SOURCE} records with the smallest hash of id)"
+    if empty:
+        title += f"; {empty} records with an empty response not shown"
     out[title] = png_base64(fig)
     return out
 
 
-def render_html(manifest: dict, figures: dict[str, str]) -> str:
+def log_axis(axis, set_scale) -> None:
+    """A log axis that reads at any span: ticks at 1, 2 and 5 times each power of ten (every multiple when the data
+    span less than a decade and a half), labelled as short plain numbers (500, 2k, 20k)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    set_scale("log")
+    lo, hi = axis.get_view_interval()
+    narrow = lo > 0 and np.log10(hi / lo) < 1.5
+    axis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def reasons_html(manifest: dict) -> str:
+    """Dropped rows per source by the kind of their reason, and rejected rows by theirs."""
+    sources = manifest["by_source"]
+    totals: Counter = Counter()
+    for v in sources.values():
+        totals.update(v.get("dropped_by_reason", {}))
+    kinds = sorted(totals, key=lambda k: (not k.startswith("rule:"), -totals[k], k))
+    rows = [[s, v["dropped"], *(v.get("dropped_by_reason", {}).get(k, "-") for k in kinds)] for s, v in sources.items()]
+    out = ("<h2>Why rows were dropped or rejected</h2><p>Each dropped row counted once, under the first rule of the "
+           f"decision chain that settled it ({html.escape(' → '.join(manifest.get('decision_rules', [])))}).</p>"
+           + table(rows, ["source", "dropped", *kinds]))
+    rejected = manifest["counts"].get("rejected_by_reason", {})
+    if manifest["counts"]["rejected"]:
+        out += (f"<p>{manifest['counts']['rejected']} rejected (rows or records that could not be read; in "
+                "<code>rejects/</code> with the raw input):</p>"
+                + table([[k, n] for k, n in rejected.items()], ["reason (numbers as N)", "rejected"]))
+    else:
+        out += "<p>No row was rejected.</p>"
+    return out
+
+
+def render_html(manifest: dict, figures: dict[str, str], examples: str = "") -> str:
     c = manifest["counts"]
     banner = ("<p class=warn><b>Synthetic input:</b> this run used a generated sample, not real trajectories.</p>"
               if manifest.get("synthetic_input") else "")
@@ -180,12 +234,15 @@ def render_html(manifest: dict, figures: dict[str, str]) -> str:
 {table(per_source, ['source', 'records', 'kept', 'dropped', 'correct', 'unverified', 'threshold',
                     'median branch_ratio (correct and others, unverified apart)'])}
 {notes}
+{"<p><a href='#examples'>Examples</a>: kept and dropped records, their steps and markers.</p>" if examples else ""}
+{reasons_html(manifest)}
 <h2>What was read</h2>
 <p>Where graded answers came from, parts that were empty, text in fields the format did not read, and duplicates
 (exact copies dropped; records sharing an id renamed id#k).</p>
 {table(reading, ['source', 'answer from final', 'answer from reasoning', 'empty reasoning', 'empty final',
                  'unread text fields (records)', 'duplicates', 'renamed ids'])}
 {images(figures)}
+{examples}
 <h2>Config</h2><pre>{html.escape(json.dumps(manifest['config'], indent=1))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(manifest['versions'], indent=1))}</pre>
 </body></html>"""
@@ -193,4 +250,7 @@ def render_html(manifest: dict, figures: dict[str, str]) -> str:
 
 def write_report(manifest: dict, merged: dict, policy: Policy, uri: str, storage: rio.Storage) -> None:
     figures = plots(merged, policy) if merged["sources"] else {}
-    rio.write_text(render_html(manifest, figures), uri, storage)
+    config = manifest["config"]
+    examples = examples_html({s: a.get("examples", {}) for s, a in merged["sources"].items()},
+                             get_lexicon(config["lexicon"]), config["segmenter"], config["output"])
+    rio.write_text(render_html(manifest, figures, examples), uri, storage)

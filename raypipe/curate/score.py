@@ -18,6 +18,7 @@ from raypipe.core import io
 from raypipe.core.blank_steps import value_offsets
 from raypipe.core.errors import LayoutError
 from raypipe.core.formats import InputFormat, make_format
+from raypipe.core.reasons import reject_kind
 from raypipe.core.registry import load_plugins
 from raypipe.core.schema import records_table
 from raypipe.core.scoring import Scorer
@@ -76,6 +77,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     rows = response_bytes = 0
     per_row: Counter = Counter()  # records a row gave -> rows that gave that many
     markups: dict[str, Counter] = {}  # source -> markup -> records (raypipe.curate.markup)
+    rejected_reasons: Counter = Counter()  # the kind of a reject's reason -> rejects
     for block, first_row in _read(chunk, storage, config.block_mb << 20):
         records, rejects, n_rows = load_block(chunk.uri, block, first_row, config.max_response_chars, fmt)
         rows += n_rows
@@ -87,6 +89,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
             for markup, n in counts.items():
                 markups.setdefault(source, Counter())[markup] += n
         if rejects.num_rows:
+            rejected_reasons.update(reject_kind(r) for r in rejects.column("reason").to_pylist())
             rejects_out.write(rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, pa.string())))
     if scored_out.rows == 0:  # phases 2 and 3 read every chunk's scored part, empty or not
         scored_out.write(finish(scorer.score(records_table([]))))
@@ -94,6 +97,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     n_rejected = rejects_out.close()
     stats = {"uri": chunk.uri, "key": chunk.key, "start": chunk.start, "end": chunk.end, "first_row": chunk.first_row,
              "rows": rows, "records": n_scored + n_rejected, "rejected": n_rejected,
+             "rejected_reasons": dict(sorted(rejected_reasons.items())),
              "records_per_row": {str(k): n for k, n in sorted(per_row.items())},
              "markups": {s: dict(c) for s, c in sorted(markups.items())}, "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
     io.write_text(json.dumps(stats), marker_uri(config.output, chunk.key), storage)

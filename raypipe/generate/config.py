@@ -10,7 +10,7 @@ from raypipe.core.io import StorageSettings
 from raypipe.core.policy import PolicySettings
 from raypipe.core.prompts import PromptSettings
 from raypipe.core.scoring import ScoringConfig
-from raypipe.core.settings import InputSettings, LimitSettings, OutputSettings, OverwriteSettings
+from raypipe.core.settings import InputSettings, LimitSettings, OutputSettings, OverwriteSettings, SourceSettings
 from raypipe.curate.config import CurateConfig
 from raypipe.eval.benchmarks import BenchmarkDirSettings
 from raypipe.eval.config import TeacherSettings
@@ -19,7 +19,8 @@ from raypipe.ray_env import LocalRaySettings
 
 
 class GenerateConfig(InputSettings, BenchmarkDirSettings, PromptSettings, TeacherSettings, ScoringConfig,
-                     PolicySettings, OutputSettings, LimitSettings, StorageSettings, LocalRaySettings, OverwriteSettings):
+                     PolicySettings, OutputSettings, LimitSettings, SourceSettings, StorageSettings, LocalRaySettings,
+                     OverwriteSettings):
     HELP: ClassVar[dict] = {
         "output": "output folder, local or s3://: the curated output (curated/ dropped/ rejects/ manifest.json "
                   "report.html, as raypipe curate writes them) and generation/: traces/ (the teacher's own markup), "
@@ -32,9 +33,9 @@ class GenerateConfig(InputSettings, BenchmarkDirSettings, PromptSettings, Teache
                  "folder or glob with problem and answer fields; local or s3://",
         "data_dir": "folder of benchmark files, for a benchmark --input (else $RAYPIPE_DATA_DIR)",
         "n": "samples per problem (the first round, with --keep-per-problem)",
+        "source": "the traces' source name (default: the teacher's model name)",
     }
 
-    source: str | None = Field(None, description="the traces' source name (default: the teacher's model name)")
     keep_per_problem: int | None = Field(None, ge=1, description="quota: keep sampling a problem (up to "
                                          "--max-samples) until this many verified-correct traces pass the filter")
     max_samples: int = Field(8, ge=1, description="quota: most samples of one problem")
