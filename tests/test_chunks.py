@@ -91,7 +91,7 @@ def test_split_file_curates_like_unsplit_and_resumes_one_chunk(ray_local, tmp_pa
     big = tmp_path / "in" / "all.jsonl"
     big.parent.mkdir()
     lines = [line for f in sorted(TRAJECTORIES.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    lines.insert(100, "{not json")  # a reject keeps its row number wherever its chunk starts
+    lines.insert(100, "{not json")  # a reject keeps its row number (line 101) wherever its chunk starts
     big.write_text("\n".join(lines) + "\n")
     assert big.stat().st_size > 4 << 20
 
@@ -100,7 +100,7 @@ def test_split_file_curates_like_unsplit_and_resumes_one_chunk(ray_local, tmp_pa
     run_curate(split)
     whole, parts = outputs(tmp_path / "whole"), outputs(tmp_path / "split")
     assert parts == whole
-    assert whole["counts"]["rejected"] == 1 and json.loads(whole["rejects"][0])["row"] == 100
+    assert whole["counts"]["rejected"] == 1 and json.loads(whole["rejects"][0])["row"] == 101
     markers = sorted((tmp_path / "split" / "_work" / "done").glob("*.json"))
     assert len(markers) >= 4
 

@@ -135,11 +135,11 @@ def test_hostile_input(ray_local, tmp_path):
     assert time.time() - t0 < HOSTILE_BOUND_S
     c = m["counts"]
     assert c["input_rows"] == c["records"] == 13 and c["records"] == c["kept"] + c["dropped"] + c["rejected"]
-    rejects = {r["row"]: r for r in read_part(tmp_path / "out", "rejects")}
-    assert "malformed JSON" in rejects[5]["reason"] and rejects[5]["raw"].startswith('{"problem": "broken"')
-    assert "not UTF-8" in rejects[6]["reason"]
-    assert "missing field" in rejects[7]["reason"]
-    assert "must be a string" in rejects[12]["reason"]
+    rejects = {r["row"]: r for r in read_part(tmp_path / "out", "rejects")}  # by line, from 1
+    assert "malformed JSON" in rejects[6]["reason"] and rejects[6]["raw"].startswith('{"problem": "broken"')
+    assert "not UTF-8" in rejects[7]["reason"]
+    assert "missing field" in rejects[8]["reason"]
+    assert "must be a string" in rejects[13]["reason"]
     dropped = {r["id"]: r for r in read_part(tmp_path / "out", "dropped")}
     assert dropped["huge"]["reason"] == "verdict:no_answer"
     assert dropped["deep"]["reason"] == "verdict:error"

@@ -105,7 +105,8 @@ def test_curate_fixture(ray_local, tmp_path, name):
             k = str(sum(e["row"] == row for e in expected))
             per_row[k] = per_row.get(k, 0) + 1
         assert manifest["records_per_row"] == per_row, kind
-        assert [(r["row"], r["record"]) for r in records] == [(e["row"], e["record"]) for e in expected], kind
+        # the expected records index the fixture's rows from 0; an output row is the file's line, from 1
+        assert [(r["row"] - 1, r["record"]) for r in records] == [(e["row"], e["record"]) for e in expected], kind
         for r, e in zip(records, expected):
             where = f"{kind} row {e['row']} record {e['record']}"
             assert r["format"] == CASES[name], where
@@ -237,7 +238,7 @@ def test_unreadable_nemotron_metadata_is_one_reject(tmp_path, kind):
     for fmt in (FORMATS.create("nemotron"), None):
         records, rejects, n = load_shard(str(path), Storage(), fmt=fmt)
         assert (records.num_rows, n) == (3, 4)
-        assert rejects.num_rows == 1 and rejects.column("row").to_pylist() == [3]
+        assert rejects.num_rows == 1 and rejects.column("row").to_pylist() == [4]  # the 4th row, from 1
         assert "metadata" in rejects.column("reason")[0].as_py()
 
 

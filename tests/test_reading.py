@@ -58,12 +58,12 @@ def test_duplicates_are_dropped_and_shared_ids_renamed_stably(ray_local, tmp_pat
     manifest, out = curate(tmp_path, "dups", rows, keep_incorrect=True)
     kept, dropped = out["curated"], out["dropped"]
     dups = [r for r in dropped if r["reason"].startswith("duplicate")]
-    assert sorted(r["row"] for r in dups) == [2, 3] and all(r["duplicate_of"] == "r1" for r in dups)
+    assert sorted(r["row"] for r in dups) == [3, 4] and all(r["duplicate_of"] == "r1" for r in dups)  # lines
     ids = [(r["source"], r["id"]) for r in kept + dropped]
     assert len(set(ids)) == len(ids), ids  # no (source, id) twice in the outputs
     renamed = {r["row"]: (r["id"], r["input_id"]) for r in kept + dropped if r["input_id"] is not None}
-    # the first r3 (row 4) keeps its id; so does the first r1 (row 1), and its exact copy under the same id is renamed
-    assert renamed == {3: ("r1#2", "r1"), 5: ("r3#2", "r3"), 6: ("r3#3", "r3")}
+    # the first r3 (line 5) keeps its id; so does the first r1 (line 2), and its exact copy under the same id is renamed
+    assert renamed == {4: ("r1#2", "r1"), 6: ("r3#2", "r3"), 7: ("r3#3", "r3")}
     src = manifest["by_source"]["m"]
     assert (src["duplicates"], src["renamed_ids"]) == (2, 3)
     assert manifest["counts"]["records"] == 7 == len(kept) + len(dropped)
@@ -99,7 +99,7 @@ def test_records_not_rows_and_what_was_not_read(ray_local, tmp_path):
     c = manifest["counts"]
     assert (c["input_rows"], c["records"], c["rejected"]) == (3, 3, 1)
     assert c["records"] == c["kept"] + c["dropped"] + c["rejected"]
-    assert out["rejects"][0]["row"] == 1 and "assistant" in out["rejects"][0]["reason"]
+    assert out["rejects"][0]["row"] == 2 and "assistant" in out["rejects"][0]["reason"]  # the file's line 2
     src = manifest["by_source"]["data"]
     assert src["unconsumed_text_fields"] == {"note": 1}
     # c has no markup while its source's other response uses <think>: read as reasoning never closed, no final part

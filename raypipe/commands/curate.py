@@ -9,12 +9,12 @@ from raypipe.curate.config import CurateConfig
 
 
 def run(config: CurateConfig) -> int:
-    from raypipe.core.errors import ConfigMismatch, LayoutError
+    from raypipe.core.errors import ConfigMismatch, LayoutError, UnusableInput
     from raypipe.curate.job import run_curate
 
     try:
         manifest = run_curate(config)
-    except (ConfigMismatch, LayoutError, FileNotFoundError, ValueError) as e:
+    except (ConfigMismatch, LayoutError, UnusableInput, FileNotFoundError, ValueError) as e:
         print(f"raypipe curate: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a task that failed for good (e.g. an object S3 never served): its root cause, plainly

@@ -11,3 +11,8 @@ class RowError(ValueError):
 
 class ConfigMismatch(RuntimeError):
     """An output folder holds a run made with other settings (pass --overwrite, or choose another folder)."""
+
+
+class UnusableInput(ValueError):
+    """An input file found unusable before any work (unreadable, or its fields fit no format): the job stops with
+    one line naming the file and the fix, unless told to reject such a file as a whole."""

@@ -169,7 +169,7 @@ def read_bytes(uri: str, storage: Storage) -> bytes:
 
 @dataclass
 class RawRow:
-    index: int
+    index: int  # the row's line in its file as an editor shows it, from 1 (in Parquet: its position, from 1)
     value: object | None  # the parsed record, or None when it could not be parsed
     raw: str
     error: str | None = None
@@ -180,14 +180,15 @@ def iter_raw_rows(uri: str, storage: Storage) -> Iterator[RawRow]:
     if uri.endswith(".parquet"):
         fs, path = storage.filesystem(uri)
         table = pq.read_table(path, filesystem=fs)
-        for i, rec in enumerate(table.to_pylist()):
+        for i, rec in enumerate(table.to_pylist(), start=1):
             yield RawRow(i, rec, "")
         return
     yield from parse_jsonl(read_bytes(uri, storage))
 
 
-def parse_jsonl(data: bytes, first_row: int = 0) -> Iterator[RawRow]:
-    for i, line in enumerate(data.split(b"\n"), start=first_row):
+def parse_jsonl(data: bytes, first_line: int = 1) -> Iterator[RawRow]:
+    """The rows of whole JSONL lines, numbered from `first_line` (blank lines count, as in an editor)."""
+    for i, line in enumerate(data.split(b"\n"), start=first_line):
         if not line.strip():
             continue
         try:

@@ -4,7 +4,11 @@ is read one bounded block at a time, so no worker holds a file and one big file 
 
 A JSONL chunk owns the lines that start inside its byte range [start, end); its first row number is the number of
 newlines before its first line, which `count_newlines` finds for every range of a file in parallel (a pass at
-memory speed, cached under _work/index/).
+memory speed, cached under _work/index/). Row numbers count every line, blank ones included: a chunk's `first_row`
+is the number of lines of its file before it, and its rows are numbered from first_row + 1 as an editor shows them.
+
+A compressed stream that stops decoding part-way (cut short, or corrupt) yields its whole lines up to there and then
+a `Cut`: what was read is kept, and the rest of the file is one reject.
 """
 from __future__ import annotations
 
@@ -18,31 +22,58 @@ import pyarrow.parquet as pq
 from raypipe.core.io import Storage, compression_of, retried, shard_key
 
 READ_BYTES = 8 << 20  # one read from storage
+STREAM_READ = 4096  # decoded bytes per read of a compressed stream: a stream cut short loses at most this much
+DECODE_ERRORS = ("Truncated compressed stream", "inflate failed", "decompress failed")  # pyarrow's, gzip and zstd
 
 
 @dataclass(frozen=True)
 class Chunk:
     uri: str
     key: str  # stable: names the chunk's completion marker and its part files
-    kind: str  # lines (a byte range of JSONL) | row_groups (Parquet) | stream (compressed JSONL, whole)
+    # lines (a byte range of JSONL) | row_groups (Parquet) | stream (compressed JSONL, whole) | unusable (a file
+    # found unusable before any work, rejected as a whole: --skip-unreadable)
+    kind: str
     start: int  # byte offset, or first row group
     end: int  # byte offset or row group, exclusive
-    first_row: int  # row number of the chunk's first row in its file; -1 until the line index is known
+    first_row: int  # rows (lines) of its file before the chunk's first; -1 until the line index is known
     nbytes: int  # input bytes of the chunk (compressed size for a stream, row groups' size for Parquet)
     order: int  # the file's position in the input order
+    reason: str = ""  # why an unusable file is rejected
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def plan_chunks(files: list[tuple[str, int]], storage: Storage, chunk_bytes: int) -> list[Chunk]:
-    """The chunks of (uri, size) input files, in input order. A file that fits one chunk keeps its shard key."""
+@dataclass(frozen=True)
+class Cut:
+    """Where a compressed stream stopped decoding: the bytes after its last whole line, and the decoder's error."""
+
+    tail: bytes
+    error: str
+
+    def reason(self, rows: int) -> str:
+        if "Truncated" in self.error:
+            return f"truncated compressed stream after row {rows}"
+        return f"corrupt compressed stream after row {rows}: {self.error}"
+
+
+def plan_chunks(files: list[tuple[str, int]], storage: Storage, chunk_bytes: int,
+                footers: dict[str, pq.FileMetaData] | None = None,
+                unusable: dict[str, str] | None = None) -> list[Chunk]:
+    """The chunks of (uri, size) input files, in input order. A file that fits one chunk keeps its shard key.
+    `footers`: the Parquet footers already read (raypipe.curate.precheck); `unusable`: files to reject as a whole
+    (uri -> reason), one chunk each under a key of their own (a file repaired later is scored afresh)."""
     chunks: list[Chunk] = []
+    footers, unusable = footers or {}, unusable or {}
     for order, (uri, size) in enumerate(files):
         base = shard_key(uri)
-        if uri.endswith(".parquet"):
-            fs, path = storage.filesystem(uri)
-            meta = pq.ParquetFile(path, filesystem=fs).metadata
+        if uri in unusable:
+            chunks.append(Chunk(uri, f"{base}.unusable", "unusable", 0, 0, 0, size, order, unusable[uri]))
+        elif uri.endswith(".parquet"):
+            meta = footers.get(uri)
+            if meta is None:
+                fs, path = storage.filesystem(uri)
+                meta = pq.ParquetFile(path, filesystem=fs).metadata
             groups, row, group_start, acc, first = [], 0, 0, 0, 0
             for g in range(meta.num_row_groups):
                 if acc and acc + meta.row_group(g).total_byte_size > chunk_bytes:
@@ -104,9 +135,12 @@ def needs_index(chunks: list[Chunk]) -> list[Chunk]:
     return [c for c in chunks if c.uri in split and c.key != last[c.uri]]
 
 
-def iter_blocks(chunk: Chunk, storage: Storage, block_bytes: int) -> Iterator[tuple[bytes | pa.Table, int]]:
-    """(block, row number of its first row): whole lines of JSONL (bytes) or a Parquet record batch (as a table),
-    about block_bytes each; the chunk's rows and no others."""
+def iter_blocks(chunk: Chunk, storage: Storage, block_bytes: int) -> Iterator[tuple[bytes | pa.Table | Cut, int]]:
+    """(block, rows of the file before it): whole lines of JSONL (bytes) or a Parquet record batch (as a table),
+    about block_bytes each; the chunk's rows and no others; last, a Cut where a compressed stream stopped decoding.
+    An unusable file has none."""
+    if chunk.kind == "unusable":
+        return
     fs, path = storage.filesystem(chunk.uri)
     if chunk.kind == "row_groups":
         pf = pq.ParquetFile(path, filesystem=fs)
@@ -127,25 +161,41 @@ def iter_blocks(chunk: Chunk, storage: Storage, block_bytes: int) -> Iterator[tu
         yield from _numbered(_range_lines(f, f.size(), chunk.start, chunk.end, block_bytes), chunk.first_row)
 
 
-def _numbered(blocks: Iterator[bytes], row: int) -> Iterator[tuple[bytes, int]]:
+def _numbered(blocks: Iterator[bytes | Cut], row: int) -> Iterator[tuple[bytes | Cut, int]]:
     for block in blocks:
         yield block, row
-        row += block.count(b"\n")
+        if not isinstance(block, Cut):
+            row += block.count(b"\n")
 
 
-def _stream_lines(f, block_bytes: int) -> Iterator[bytes]:
-    carry = b""
+def _stream_lines(f, block_bytes: int) -> Iterator[bytes | Cut]:
+    """Whole lines of a decoded stream, about block_bytes at a time, read in small pieces so that a stream that
+    stops decoding gives up little of what came before; then a Cut if it did."""
+    pieces, held, carry = [], 0, b""
     while True:
-        data = f.read(block_bytes)
-        if not data:
-            if carry:
-                yield carry
+        try:
+            data = f.read(STREAM_READ)
+        except OSError as e:
+            if not any(m in str(e) for m in DECODE_ERRORS):
+                raise  # a storage error: the chunk again from its start
+            buf = carry + b"".join(pieces)
+            cut = buf.rfind(b"\n") + 1
+            if cut:
+                yield buf[:cut]
+            yield Cut(buf[cut:], str(e))
             return
-        buf = carry + data
-        cut = buf.rfind(b"\n") + 1
-        if cut:
-            yield buf[:cut]
-        carry = buf[cut:]
+        if data:
+            pieces.append(data)
+            held += len(data)
+        if held >= block_bytes or not data:
+            buf = carry + b"".join(pieces)
+            pieces, held = [], 0
+            cut = buf.rfind(b"\n") + 1 if data else len(buf)
+            if cut:
+                yield buf[:cut]
+            carry = buf[cut:]
+        if not data:
+            return
 
 
 def _range_lines(f, size: int, start: int, end: int, block_bytes: int) -> Iterator[bytes]:

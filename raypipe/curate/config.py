@@ -59,10 +59,15 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
                                    "chunk; nodes an autoscaler adds are used)")
     verifier_cpus: float = Field(0.25, ge=0.0, le=1.0, description="CPU reserved for each math-verify worker "
                                  "process of an actor (they run only for answers that are not plain numbers)")
+    skip_unreadable: bool = Field(False, description="an input file that cannot be read (a damaged Parquet footer, "
+                                  "a compressed file that does not decode) or whose fields fit no format is one "
+                                  "reject naming it, and the rest is curated (default: the job stops before any work "
+                                  "and names it)")
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers",
-        "block_mb", "min_actors", "max_actors", "verifier_cpus")
+        "block_mb", "min_actors", "max_actors", "verifier_cpus",
+        "skip_unreadable")  # a run it lets finish would have stopped without it: no outputs of its own to tell apart
     HASHED_SINCE_V1: ClassVar[tuple[str, ...]] = (
         "delete_steps", "drop_top", "input", "keep_incorrect", "lexicon", "max_response_chars", "output", "proxy",
         "reference_source", "rule", "seed", "segmenter", "synthetic", "verify_timeout_s")

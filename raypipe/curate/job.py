@@ -1,5 +1,7 @@
 """The curation job on Ray Data, in three resumable phases.
 
+0. check (driver, before any work): every Parquet footer and each JSONL file's first rows
+   (raypipe.curate.precheck); a file found unusable stops the job with one line, or is one reject.
 1. score (actors): the inputs are split into chunks (raypipe.curate.chunks); each chunk is read one block at a
    time, normalised, verified and measured (raypipe.curate.score); a completion marker per chunk (datatrove
    style) lets a rerun skip what finished.
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 
 from raypipe.core import io
 from raypipe.core.errors import ConfigMismatch, LayoutError
+from raypipe.core.formats import make_format
 from raypipe.core.policy import DECISION_CHAIN, Policy
 from raypipe.core.scoring import Scorer
 from raypipe.curate.ablate import delete_steps_table
@@ -29,6 +32,7 @@ from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import apply_fixes
 from raypipe.curate.groupby import chunk_policy, read_reference
 from raypipe.curate.phase2 import reference_folder, select_policy
+from raypipe.curate.precheck import DEADLINE_S, check_inputs
 from raypipe.core.registry import load_plugins
 from raypipe.core.stage import Stage
 from raypipe.executor import Executor, Pool, RayExecutor
@@ -100,31 +104,48 @@ def run_curate(config: CurateConfig) -> dict:
 
     t_start = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
-    files = io.list_input_files(config.input, storage)
+    chunks = plan_inputs(config, config.input, storage)  # stops here, before any work, at an unusable file
+    reference = plan_inputs(config, config.reference_input, storage) if config.reference_input else None
     _prepare_output(config, storage)
     ensure_ray(config.num_cpus, plugins=config.plugins)
     with quiet_ray():
-        manifest = _run(config, storage, files, t_start, RayExecutor())
+        manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference)
     c = manifest["counts"]
+    n_damage = len(manifest["damage"])
+    damaged = f" ({n_damage} of the rejects for damaged input: manifest.json 'damage')" if n_damage else ""
     _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
-         f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected")
+         f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected{damaged}")
     _say(f"curated data: {io.join(config.output, 'curated')}")
     _say(f"report:       {io.join(config.output, 'report.html')}")
     return manifest
 
 
-def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]], t_start: float,
-         ex: Executor) -> dict:
+def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chunk]:
+    """The chunks of an input, once it passed the pre-check: a file found unusable stops the job here
+    (UnusableInput: one line naming it and the fix) or, with --skip-unreadable, is one chunk rejected whole."""
+    files = io.list_input_files(uri, storage)
+    checked = check_inputs(files, storage, make_format(config.format, config.fields))
+    if checked.unusable and not config.skip_unreadable:
+        raise checked.error()
+    for bad, reason in sorted(checked.unusable.items()):
+        _say(f"--skip-unreadable: {bad} is one reject: {reason}")
+    if checked.unchecked:
+        _say(f"pre-check: the first rows of {len(checked.unchecked)} file(s) were not read within {DEADLINE_S:g}s; "
+             "phase 1 checks them as it reads them")
+    return plan_chunks(files, storage, config.chunk_mb << 20, checked.footers, checked.unusable)
+
+
+def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start: float,
+         ex: Executor, reference_chunks: list[Chunk] | None = None) -> dict:
     from raypipe.curate.report import build_manifest, write_report
 
-    inputs = [u for u, _ in files]
-    chunks = plan_chunks(files, storage, config.chunk_mb << 20)
+    inputs = list(dict.fromkeys(c.uri for c in chunks))
     pending = unfinished(chunks, config.output, storage)
     _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
          f"{len(pending)} to score -> {config.output}")
     scored = run_phase1(config, index_lines(chunks, pending, config, storage, ex), ex) if pending else {}
     expected = harmonise_markup(config, chunks, scored, storage, ex)
-    reference = score_reference(config, storage, ex) if config.reference_input else []
+    reference = score_reference(config, storage, ex, reference_chunks) if config.reference_input else []
 
     policy, selected = select_policy(
         config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage, ex,
@@ -137,6 +158,11 @@ def _run(config: CurateConfig, storage: io.Storage, files: list[tuple[str, int]]
     manifest = build_manifest(config, inputs, stats, merged, dedup, policy, time.time() - t_start)
     manifest["stages"] = {name: dataclasses.asdict(s) for name, s in ex.stats.items()}  # the executor's counts
     manifest["decision_rules"] = [rule.name for rule in DECISION_CHAIN]  # the order a row's reason is found in
+    manifest["damage"] = [{"uri": s["uri"], "chunk": s["key"], "rejected_as": reason}
+                          for s in stats for reason in s.get("damage", [])]
+    manifest["row_numbers"] = ("a record's or reject's `row` is its line in the input file as an editor shows it, "
+                               "from 1 (blank lines counted; in Parquet its position, from 1); null for a file "
+                               "rejected whole")
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
     write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
     return manifest
@@ -177,11 +203,12 @@ def index_lines(chunks: list[Chunk], pending: list[Chunk], config: CurateConfig,
     return [placed.get(c.key, c) for c in pending]
 
 
-def score_reference(config: CurateConfig, storage: io.Storage, ex: Executor) -> list[str]:
-    """Phase 1 over the --reference-input's chunks, into _work/reference/ (resumable the same way; never written
-    to curated/ or dropped/); their keys."""
+def score_reference(config: CurateConfig, storage: io.Storage, ex: Executor,
+                    chunks: list[Chunk] | None = None) -> list[str]:
+    """Phase 1 over the --reference-input's chunks (planned here unless given), into _work/reference/ (resumable
+    the same way; never written to curated/ or dropped/); their keys."""
     ref = config.model_copy(update={"input": config.reference_input, "output": reference_folder(config.output)})
-    chunks = plan_chunks(io.list_input_files(ref.input, storage), storage, config.chunk_mb << 20)
+    chunks = chunks if chunks is not None else plan_inputs(ref, ref.input, storage)
     pending = unfinished(chunks, ref.output, storage)
     _say(f"reference input: {len(chunks)} chunks, {len(pending)} to score -> {ref.output}")
     if pending:
@@ -202,7 +229,8 @@ def run_phase1(config: CurateConfig, pending: list[Chunk], ex: Executor,
             errors.append(row["error"])
         markups[row["key"]] = json.loads(row["markups"])
     if errors:
-        raise LayoutError("; ".join(errors))
+        more = f" ({len(errors) - 1} more chunk(s) like it)" if len(errors) > 1 else ""
+        raise LayoutError(f"{errors[0]}{more}, or pass --skip-unreadable to reject such rows and curate the rest")
     return markups
 
 

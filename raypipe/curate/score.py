@@ -3,9 +3,14 @@
 The scored records stream into `_work/scored/part-<key>.parquet` (a row group per scoring batch), the rows that
 cannot be read into `rejects/part-<key>.parquet`; then the chunk's completion marker `_work/done/<key>.json`
 (datatrove style) with its counts. A worker holds one block of a chunk, never the file.
+
+Damage is a reject, not a failure, where the rest can still be used: a compressed stream that stops decoding keeps
+the rows before the cut and gives one reject for the rest; with --skip-unreadable, a file found unusable before
+the run is one reject (row null), and a block whose fields fit no format gives one reject per row.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -20,13 +25,13 @@ from raypipe.core.errors import LayoutError
 from raypipe.core.formats import InputFormat, make_format
 from raypipe.core.reasons import reject_kind
 from raypipe.core.registry import load_plugins
-from raypipe.core.schema import records_table
+from raypipe.core.schema import records_table, rejects_table
 from raypipe.core.scoring import Scorer
 from raypipe.core.stage import Resources, Stage
-from raypipe.curate.chunks import Chunk, iter_blocks
+from raypipe.curate.chunks import Chunk, Cut, iter_blocks
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.markup import votes
-from raypipe.curate.shard import load_block
+from raypipe.curate.shard import load_block, rejected_block
 
 
 def scored_uri(output: str, key: str) -> str:
@@ -55,13 +60,13 @@ class ScoreChunk(Stage):
         self.fmt = make_format(self.config.format, self.config.fields)
 
     def process(self, item: dict) -> dict:
-        chunk = Chunk(**{f: (str if f in ("uri", "key", "kind") else int)(item[f]) for f in Chunk.__dataclass_fields__})
+        chunk = Chunk(**{f.name: (str if f.type == "str" else int)(item[f.name]) for f in dataclasses.fields(Chunk)})
         out = {"key": chunk.key, "nbytes": chunk.nbytes, "error": "", "records": 0, "markups": "{}"}
         try:
             # a storage error mid-chunk: the chunk again, from its start (it rewrites the same files)
             stats = io.retried(score_chunk, chunk, self.config, self.storage, self.scorer, self.fmt, attempts=3)
             out.update(records=stats["records"], markups=json.dumps(stats["markups"]))
-        except LayoutError as e:  # the whole file is unusable: reported to the driver, which stops the job
+        except LayoutError as e:  # a block of the file is unusable: reported to the driver, which stops the job
             out["error"] = str(e)
         return out
 
@@ -78,8 +83,26 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
     per_row: Counter = Counter()  # records a row gave -> rows that gave that many
     markups: dict[str, Counter] = {}  # source -> markup -> records (raypipe.curate.markup)
     rejected_reasons: Counter = Counter()  # the kind of a reject's reason -> rejects
-    for block, first_row in _read(chunk, storage, config.block_mb << 20):
-        records, rejects, n_rows = load_block(chunk.uri, block, first_row, config.max_response_chars, fmt)
+    damage = []  # what made whole parts of the file rejects
+    if chunk.kind == "unusable":
+        damage.append(chunk.reason)
+        whole = rejects_table([{"shard": chunk.uri, "row": None, "raw": "", "reason": f"whole file: {chunk.reason}"}])
+        rejected_reasons.update(reject_kind(r) for r in whole.column("reason").to_pylist())
+        rejects_out.write(as_rejected(whole))
+    for block, rows_before in _read(chunk, storage, config.block_mb << 20):
+        if isinstance(block, Cut):  # the rest of the stream: one reject, as the row after the last one read
+            damage.append(block.reason(rows_before))
+            records, n_rows = records_table([]), 1
+            rejects = rejects_table([{"shard": chunk.uri, "row": rows_before + 1, "reason": damage[-1],
+                                      "raw": block.tail.decode("utf-8", "replace")}])
+        else:
+            try:
+                records, rejects, n_rows = load_block(chunk.uri, block, rows_before, config.max_response_chars, fmt)
+            except LayoutError as e:
+                if not config.skip_unreadable:
+                    raise
+                damage.append(str(e).removeprefix(f"{chunk.uri}: "))
+                records, rejects, n_rows = rejected_block(chunk.uri, block, rows_before, damage[-1])
         rows += n_rows
         per_row.update(Counter(records_per_row(records, rejects).values()))
         response_bytes += int(pc.sum(pc.binary_length(records.column("response"))).as_py() or 0)
@@ -90,7 +113,7 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
                 markups.setdefault(source, Counter())[markup] += n
         if rejects.num_rows:
             rejected_reasons.update(reject_kind(r) for r in rejects.column("reason").to_pylist())
-            rejects_out.write(rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, pa.string())))
+            rejects_out.write(as_rejected(rejects))
     if scored_out.rows == 0:  # phases 2 and 3 read every chunk's scored part, empty or not
         scored_out.write(finish(scorer.score(records_table([]))))
     n_scored = scored_out.close()
@@ -99,9 +122,14 @@ def score_chunk(chunk: Chunk, config: CurateConfig, storage: io.Storage, scorer:
              "rows": rows, "records": n_scored + n_rejected, "rejected": n_rejected,
              "rejected_reasons": dict(sorted(rejected_reasons.items())),
              "records_per_row": {str(k): n for k, n in sorted(per_row.items())},
-             "markups": {s: dict(c) for s, c in sorted(markups.items())}, "bytes": response_bytes, "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0}
+             "markups": {s: dict(c) for s, c in sorted(markups.items())}, "bytes": response_bytes,
+             "input_bytes": chunk.nbytes, "seconds": time.perf_counter() - t0, "damage": damage}
     io.write_text(json.dumps(stats), marker_uri(config.output, chunk.key), storage)
     return stats
+
+
+def as_rejected(rejects: pa.Table) -> pa.Table:
+    return rejects.append_column("decision", pa.array(["reject"] * rejects.num_rows, pa.string()))
 
 
 def _read(chunk: Chunk, storage: io.Storage, block_bytes: int):

@@ -1,7 +1,9 @@
 """One input shard to normalised records and rejects (no Ray here: the pipeline runs this inside actors).
 
 The columnar path (raypipe.core.columnar) handles whole flat-layout files; the row path handles everything else,
-including files with malformed lines, where each bad row becomes a reject with its raw text.
+including files with malformed lines, where each bad row becomes a reject with its raw text. A record's or reject's
+`row` is the row's line in its file as an editor shows it, from 1 (blank lines counted; in Parquet, its position
+from 1).
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def _line_bounds(data: bytes) -> np.ndarray | None:
 
 
 def _columnar(uri: str, data: bytes | pa.Table):
-    """(records, rejects, n_input) through the columnar path, or None. Rows are numbered from 0 here."""
+    """(records, rejects, n_input) through the columnar path, or None. Rows are the block's, numbered from 0 here."""
     default_source = posixpath.basename(uri).split(".")[0]
     if isinstance(data, pa.Table):
         table = data
@@ -97,10 +99,10 @@ def load_shard(uri: str, storage: Storage, max_response_chars: int = MAX_RESPONS
     return load_block(uri, read_bytes(uri, storage), 0, max_response_chars, fmt)
 
 
-def load_block(uri: str, data: bytes | pa.Table, first_row: int, max_response_chars: int = MAX_RESPONSE_CHARS,
+def load_block(uri: str, data: bytes | pa.Table, rows_before: int, max_response_chars: int = MAX_RESPONSE_CHARS,
                fmt: InputFormat | None = None) -> tuple[pa.Table, pa.Table, int]:
     """(records, rejects, input row count) for whole lines of a JSONL file (bytes) or rows of a Parquet file (a
-    table) whose first row is row `first_row` of the file `uri`."""
+    table) that come after `rows_before` rows (lines) of the file `uri`: its first is row rows_before + 1."""
     fast = _columnar(uri, data) if fmt is None or fmt.name == "flat" else None
     if fast is not None:
         records, bad, n_input, raw = fast
@@ -111,21 +113,31 @@ def load_block(uri: str, data: bytes | pa.Table, first_row: int, max_response_ch
                 bad.append({"shard": uri, "row": row, "raw": raw(row),
                             "reason": f"invalid record: response of {n} chars is over the limit of {max_response_chars}"})
             records = records.filter(pc.invert(over))
-        if first_row:
-            at = records.schema.get_field_index("row")
-            records = records.set_column(at, "row", pc.add(records.column("row"), pa.scalar(first_row, pa.int64())))
-            for r in bad:
-                r["row"] += first_row
+        at = records.schema.get_field_index("row")
+        records = records.set_column(at, "row", pc.add(records.column("row"), pa.scalar(rows_before + 1, pa.int64())))
+        for r in bad:
+            r["row"] += rows_before + 1
         return records, rejects_table(sorted(bad, key=lambda r: r["row"])), n_input
-    return _load_rows(uri, data, first_row, max_response_chars, fmt)
+    return _load_rows(uri, data, rows_before, max_response_chars, fmt)
 
 
-def _load_rows(uri: str, data: bytes | pa.Table, first_row: int, max_response_chars: int,
-               fmt: InputFormat | None) -> tuple[pa.Table, pa.Table, int]:
+def _raw_rows(data: bytes | pa.Table, rows_before: int) -> list[RawRow]:
     if isinstance(data, pa.Table):
-        rows = [RawRow(i, rec, "") for i, rec in enumerate(data.to_pylist(), start=first_row)]
-    else:
-        rows = list(parse_jsonl(data, first_row))
+        return [RawRow(i, rec, "") for i, rec in enumerate(data.to_pylist(), start=rows_before + 1)]
+    return list(parse_jsonl(data, rows_before + 1))
+
+
+def rejected_block(uri: str, data: bytes | pa.Table, rows_before: int, reason: str) -> tuple[pa.Table, pa.Table, int]:
+    """load_block's result for a block none of whose rows can be read (fields that fit no format, with
+    --skip-unreadable): every row a reject with the reason."""
+    rows = _raw_rows(data, rows_before)
+    return records_table([]), rejects_table(
+        [{"shard": uri, "row": r.index, "raw": _raw_text(r), "reason": r.error or reason} for r in rows]), len(rows)
+
+
+def _load_rows(uri: str, data: bytes | pa.Table, rows_before: int, max_response_chars: int,
+               fmt: InputFormat | None) -> tuple[pa.Table, pa.Table, int]:
+    rows = _raw_rows(data, rows_before)
     if fmt is None:
         layout = file_layout(rows, uri)
         fmt = FORMATS.create(layout) if layout else None

@@ -102,7 +102,7 @@ def write_inputs(rows_by_key: dict[str, set], keys: set[str], out: str, storage:
             fs, path = storage.filesystem(shard)
             table = pq.read_table(path, filesystem=fs)
             uri = io.join(out, f"{i:04d}-{base}.parquet")
-            io.write_parquet(table.take(sorted(rows)), uri, storage)
+            io.write_parquet(table.take([r - 1 for r in sorted(rows)]), uri, storage)  # rows count from 1
         else:
             lines = [r.raw for r in io.iter_raw_rows(shard, storage) if r.index in rows]
             uri = io.join(out, f"{i:04d}-{base}.jsonl")

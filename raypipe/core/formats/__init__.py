@@ -23,6 +23,9 @@ class InputFormat:
     description: ClassVar[str]  # the fields a row of this format has (for errors about unknown layouts)
     requires_thinking: ClassVar[bool] = False  # an empty reasoning is a defect of the row, not a short answer
     fixed_markup: ClassVar[str | None] = None  # every response uses this markup (a response without it is unfinished)
+    # The fields `detect` asks for, one of each group; only for the message about a file that fits no format (its
+    # nearest formats and what they miss). Left empty where detect asks for more than field names.
+    needs: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self, options: dict[str, str] | None = None):
         self.options = options or {}
@@ -125,14 +128,60 @@ def detect_format(keys: Iterable[str]) -> str:
     found = fits(keys)
     keys = set(keys)
     if not found:
-        accepted = "; ".join(f"{name}: {fmt.description}" for name, fmt in FORMATS.items())
-        raise LayoutError(f"unknown record layout: found fields {sorted(keys)}; accepted layouts are {accepted}; "
-                          "or map the fields with --fields problem=PATH,response=PATH,...")
+        raise LayoutError(unknown_layout(keys))
     best = [name for name, score in found if score == found[0][1]]
     if len(best) > 1:
         raise LayoutError(f"ambiguous record layout: fields {sorted(keys)} fit the formats {', '.join(best)} "
                           "equally well; choose one with --format")
     return best[0]
+
+
+def unknown_layout(keys: set[str], shown: int = 12) -> str:
+    """One short line for fields that fit no format: the fields, the nearest formats and what they miss (not every
+    format), and the way out."""
+    names = sorted(k for k in keys if "." not in k and "[" not in k)
+    fields = ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
+    near = []
+    for name, fmt in FORMATS.items():
+        missing = [g for g in fmt.needs if not keys & set(g)]
+        if fmt.needs and len(missing) < len(fmt.needs):
+            near.append((len(missing), -(len(fmt.needs) - len(missing)), name, missing))
+    if near:
+        near.sort(key=lambda x: x[:2])
+        best = [x for x in near if x[:2] == near[0][:2]][:2]
+        hint = "nearest: " + " or ".join(f"{name} (missing {' and '.join('|'.join(g) for g in missing)})"
+                                       for _, _, name, missing in best)
+    else:
+        hint = "expected e.g. " + ", ".join(f"{' + '.join('|'.join(g) for g in fmt.needs)} ({name})"
+                                            for name, fmt in FORMATS.items() if fmt.needs and _generic(fmt))
+    return (f"unknown record layout: fields [{fields}]; {hint}; map them with --fields problem=PATH,response=PATH "
+            "or choose a --format")
+
+
+def _generic(fmt: type[InputFormat]) -> bool:
+    """A layout of no one dataset (detect scores it 1-2 when its fields are there)."""
+    return 0 < fmt.detect({g[0] for g in fmt.needs}) <= 2
+
+
+def schema_paths(schema: pa.Schema, depth: int = 2) -> set[str]:
+    """What a format's `detect` sees of a Parquet file from its schema alone (the footer): the column names and the
+    paths into their structs and lists of structs, as field_paths gives them for a row."""
+    out: set[str] = set()
+
+    def walk(path: str, t: pa.DataType, left: int) -> None:
+        if left == 0:
+            return
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            path, t = f"{path}[]", t.value_type
+        if pa.types.is_struct(t):
+            for f in t:
+                out.add(f"{path}.{f.name}")
+                walk(f"{path}.{f.name}", f.type, left - 1)
+
+    for f in schema:
+        out.add(f.name)
+        walk(f.name, f.type, depth)
+    return out
 
 
 def make_format(name: str | None, fields: dict[str, str] | None = None) -> InputFormat | None:

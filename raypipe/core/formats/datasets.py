@@ -42,6 +42,7 @@ class OpenR1(InputFormat):
     requires_thinking = True
     dataset = "open-r1/OpenR1-Math-220k"
     per_generation = ("correctness_math_verify", "correctness_llama", "is_reasoning_complete", "finish_reasons")
+    needs = (("generations",), ("uuid", "correctness_math_verify"))
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:
@@ -93,6 +94,7 @@ class OpenMathReasoning(InputFormat):
                    "(+ inference_mode cot|tir, problem_source, problem_type, pass_rate_72b_tir)")
     requires_thinking = True
     dataset = "nvidia/OpenMathReasoning"
+    needs = (("generated_solution",), ("expected_answer", "generation_model"))
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:
@@ -204,6 +206,7 @@ class OpenThoughts(InputFormat):
     requires_thinking = True
     fixed_markup = "sky"
     dataset = "open-thoughts/OpenThoughts-114k"
+    needs = (("system",), ("conversations",))
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:

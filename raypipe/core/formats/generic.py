@@ -37,6 +37,7 @@ def turns(row: dict, key: str, role_key: str, text_key: str) -> tuple[str, str, 
 class Chat(InputFormat):
     description = "messages: [{role, content}] (+ reference_answer|answer)"
     key, role_key, text_key = "messages", "role", "content"
+    needs = (("messages",),)
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:
@@ -54,11 +55,13 @@ class Chat(InputFormat):
 class ShareGPT(Chat):
     description = "conversations: [{from, value}] (+ reference_answer|answer)"
     key, role_key, text_key = "conversations", "from", "value"
+    needs = (("conversations",),)
 
 
 @FORMATS.register("flat")
 class Flat(InputFormat):
     description = f"problem|question + response|output|completion (+ {'|'.join(ANSWER_KEYS)})"
+    needs = (PROBLEM_KEYS, RESPONSE_KEYS)
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:
@@ -86,6 +89,7 @@ class FixedMarkup(Flat):
     (the opening tag was in the prompt), and an empty reasoning is a defect."""
 
     requires_thinking = True
+    needs = ()  # never detected: chosen with --format
 
     @classmethod
     def detect(cls, keys: set[str]) -> int:
