@@ -5,11 +5,20 @@ import argparse
 import sys
 
 from raypipe import __version__
-from raypipe.commands import add_command, commands, execute
+from raypipe.commands import add_command, commands, execute, parse
+from raypipe.core.flags import HelpFormatter
+from raypipe.ray_env import local_ray_defaults
+
+DESCRIPTION = ("Curate long chain-of-thought training data on Ray: verify each trajectory's answer, measure how much "
+               "its reasoning branches, drop the most branching ones, then train and evaluate on what is kept.")
+EPILOG = """example:
+  raypipe curate --input ../shared/data/trajectories --output out/
+  raypipe curate --help"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="raypipe", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands():
@@ -18,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return execute(build_parser().parse_args(argv))
+    local_ray_defaults()  # before any command imports Ray
+    return execute(parse(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Joining or starting Ray: a submitted job joins its cluster; a local run starts a small local instance."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -40,6 +41,20 @@ def in_cluster_job() -> bool:
     return bool(os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_SUBMISSION_ID"))
 
 
+# A Ray that raypipe starts serves this process alone: on 127.0.0.1 only, and without a token (Ray 2.60 turns
+# token auth on for a new local instance, warns about it on every start, and leaves ~/.ray/auth_token behind, which
+# then breaks a later `ray job submit` against a `ray start` head). Ray reads the first when it is imported.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def local_ray_defaults() -> None:
+    """LOCAL_RAY_ENV where this process will start its own Ray (no cluster to join); call it before Ray is
+    imported. A value set in the environment wins."""
+    if not in_cluster_job():
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
+
+
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 1024,
                metrics_export_port: int | None = None, plugins: list[str] | tuple[str, ...] = ()) -> None:
     """Connect to the cluster named by `address` / RAY_ADDRESS, else start a local Ray sized for this machine.
@@ -47,12 +62,13 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     A local Ray ships the `plugins` modules to its workers. A submitted job's plugins come with its own runtime_env
     (`--working-dir`, or `py_modules`), which Ray puts on every worker.
     """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        local_ray_defaults()
     import ray
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
     if address or os.environ.get("RAY_JOB_SUBMISSION_ID"):
         ray.init(address=address or "auto", log_to_driver=True)
         return
@@ -88,11 +104,34 @@ SPURIOUS = (b"has constructor arguments in the object store and max_restarts > 0
             b"Failed to query Ray Train Controller actor state", b"Reporting training result")
 
 
+class DropMessage(logging.Filter):
+    """Drops the log records whose message starts with one of `prefixes`; every other record passes."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+@contextmanager
+def without_message(logger: str, *prefixes: str) -> Iterator[None]:
+    """A logger's records starting with `prefixes` dropped for the block (a known message that misleads where it
+    is expected, such as Serve's 'Connecting to existing Serve app' right after raypipe started Serve itself)."""
+    drop = DropMessage(*prefixes)
+    log = logging.getLogger(logger)
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 @contextmanager
 def quiet_ray() -> Iterator[None]:
     """Ray Data's per-operator logs and bars off (a job prints its own progress), and the known spurious lines
     (SPURIOUS) filtered out of this process's stderr; everything else passes through unchanged."""
-    import logging
     import threading
 
     import ray.data  # noqa: F401  (Ray Data sets its loggers up when first imported: before we lower them)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import subprocess
 import sys
 import typing
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from raypipe.cli import build_parser
 from raypipe.commands import commands
+from raypipe.core.flags import HIDDEN
 from raypipe.core.registry import registry_of
 from raypipe.core.settings import field_registry
 
@@ -53,6 +56,9 @@ def test_every_field_of_every_command_has_a_flag_with_its_description(path, comm
         assert action is not None, f"{path}: field {name} has no flag"
         if action.option_strings:
             assert f"--{name.replace('_', '-')}" in action.option_strings, (name, action.option_strings)
+        if HIDDEN in field.metadata:  # accepted, not shown
+            assert action.help == argparse.SUPPRESS, (name, action.help)
+            continue
         assert field.description.split("(")[0].strip()[:40] in action.help, (name, action.help)
         registry = field_registry(field, command.model, name)
         if registry is not None:  # choices come from the registry
@@ -266,3 +272,102 @@ def test_an_experiment_folder_of_the_previous_release_still_resumes(tmp_path):
         (out / "_experiment_stage.json").write_text(json.dumps({"argv": changed, "digest": "legacy"}))
         with pytest.raises(ConfigMismatch):
             stage_done(stage, Storage())
+
+
+# ---- what a new user reads: --help pages, unknown flags, errors ------------------------------------------------
+
+PY_PLACEHOLDER = re.compile(r"(?<![\w{,|-])(str|int|float|bool|list\[[^\]]*\]|dict\[[^\]]*\]|Any|JSON\w*)(?![\w}])")
+
+
+def help_text(path: str) -> str:
+    return parser_of(path).format_help() if path else build_parser().format_help()
+
+
+@pytest.mark.parametrize("path", [""] + [n for n, _ in all_commands()])
+def test_every_help_page_reads_for_a_user(path):
+    """No Python type as a placeholder, no default shown twice or as None, no hidden flag, and an example that
+    the parser takes as it is written."""
+    text = help_text(path)
+    parser = parser_of(path) if path else build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.help != argparse.SUPPRESS and action.metavar is not None:
+            shown = str(action.metavar)
+            if not shown.startswith("{") and shown != "JSON":
+                assert not PY_PLACEHOLDER.search(shown), (path, action.option_strings, shown)
+        if action.help and action.help != argparse.SUPPRESS:
+            appended = re.search(r" \(default: [^()]*\)$", action.help)  # the model's default, after the text
+            assert not appended or "default" not in action.help[:appended.start()], (path, action.help)
+            assert "(default: None)" not in action.help, (path, action.option_strings, action.help)
+    usage = text.split("\n\n")[0]
+    assert not re.search(r"\[--[\w.-]+ (str|int|float|list\[|dict\[)", usage), usage
+    assert "example:" in text, path
+    examples = [ln.strip() for ln in text.split("example:", 1)[1].splitlines() if ln.strip().startswith("raypipe ")]
+    assert examples, path
+    for line in (x for x in examples if "--help" not in x):
+        args, extras = build_parser().parse_known_args(shlex.split(line)[1:])
+        assert not extras, (line, extras)
+    assert "--fault-at-step" not in text
+    assert "console script" not in text and "raypipe/commands" not in text  # the description is for users
+
+
+def test_a_hidden_setting_is_still_accepted():
+    from raypipe.core import settings
+
+    args = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--output", "o", "--fault-at-step", "3"])
+    assert settings.from_args(args).fault_at_step == 3
+
+
+def test_a_misspelled_flag_gets_the_commands_usage_and_a_suggestion(capsys):
+    from raypipe.commands import parse
+
+    with pytest.raises(SystemExit) as e:
+        parse(build_parser(), ["curate", "--input", "i", "--drop-tpo", "0.1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith("usage: raypipe curate") and "did you mean --drop-top?" in err, err
+    with pytest.raises(SystemExit):
+        parse(build_parser(), ["eval", "compare", "a", "b", "--metrc", "pass@1"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: raypipe eval compare") and "did you mean --metric?" in err, err
+
+
+def test_errors_name_the_flag_on_the_command_line_and_the_key_in_yaml(tmp_path, capsys):
+    from raypipe.commands import execute, parse
+
+    assert execute(parse(build_parser(), ["curate", "--input", "i", "--output", "o", "--drop-top", "1.5"])) == 2
+    err = capsys.readouterr().err
+    assert "--drop-top: Input should be less than or equal to 1" in err and "drop_top" not in err, err
+    path = tmp_path / "c.yaml"
+    path.write_text("input: i\noutput: o\ndrop_top: 1.5\nkeep_incorect: true\n")
+    assert execute(parse(build_parser(), ["curate", "--config", str(path)])) == 2
+    err = capsys.readouterr().err
+    assert f"drop_top (in {path}): Input should be" in err and "--drop-top" not in err, err
+    assert "keep_incorect" in err and "did you mean keep_incorrect?" in err, err
+    assert execute(parse(build_parser(), ["curate", "--input", "i", "--output", "o", "--fields", "a=b,c"])) == 2
+    assert capsys.readouterr().err.startswith("raypipe curate: --fields: expects FIELD=PATH,...")
+
+
+@pytest.mark.parametrize("text,line", [("input: x\noutput: [y\n", 3), ("a: b\n  c: d\n", 2), ('input: "x\n', 2)])
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys, text, line):
+    from raypipe.commands import execute, parse
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert execute(parse(build_parser(), ["curate", "--config", str(path)])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"raypipe curate: {path}, line {line}, column ") and "not valid YAML" in err, err
+
+
+def test_the_readme_runs_as_written_after_make_demo():
+    """Its command lines name the installed script (`raypipe` is not on PATH after `make demo`), and a benchmark
+    whose file is not `<name>.jsonl` has its file named."""
+    from raypipe.eval.benchmarks import REGISTRY
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", readme, flags=re.S)
+    bare = [ln for b in blocks for ln in b.splitlines() if ln.startswith("raypipe ")]
+    assert not bare, bare
+    for name, spec in REGISTRY.items():
+        if spec.file != f"{name}.jsonl" and spec.hf_id:  # the organism's splits are written by make-task
+            assert f"`{name}` → `{spec.file}`" in readme, (name, spec.file)

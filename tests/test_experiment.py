@@ -315,3 +315,34 @@ def test_plan_of_the_gpu_config_prints_per_stage_tokens_and_gpu_hours(spawn, tmp
     total = float(next(ln for ln in lines if ln.startswith("total:")).split()[1])
     assert total == pytest.approx(sum(float(c[4]) for c in rows.values()), rel=0.01)
     assert "assumed" in out.stdout
+
+
+def test_plan_of_an_unreachable_s3_source_answers_in_seconds_with_the_reason(tmp_path, monkeypatch):
+    """A closed port on 127.0.0.1 as the S3 endpoint: the plan says what it reads first, gives up on each read at
+    once (a short connect timeout, one attempt), and names the error, not just 'not readable'."""
+    import socket
+
+    from raypipe.experiment.config import load_experiment
+    from raypipe.experiment.plan import estimate, probes, to_text
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("RAYPIPE_S3_MAX_ATTEMPTS", raising=False)  # the client's own eight attempts otherwise
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "output": "s3://runs/exp", "model": "s3://models/m", "source_a": "s3://data/a/", "source_b": "s3://data/b/",
+        "s3_endpoint": f"http://127.0.0.1:{port}", "arms": ["A-all", "B-all"], "cost": {"read_timeout_s": 30}}))
+    cfg = load_experiment(str(path))
+    said = probes(cfg)
+    assert "s3://data/a/" in said and "s3://data/b/" in said and "s3://models/m/config.json" in said
+    t0 = time.monotonic()
+    plan = estimate(cfg, stages)
+    assert time.monotonic() - t0 < 10, "each read must give up at once, not after retries or the 30 s bound"
+    assert set(plan["unreadable_sources"]) == {"A", "B"}
+    for name in ("A", "B"):
+        assert "connect" in plan["unreadable_sources"][name]["error"].lower(), plan["unreadable_sources"][name]
+    text = to_text(plan)
+    assert "source A (s3://data/a/) not readable: " in text and "NETWORK_CONNECTION" in text
+    assert "config.json" in plan["parameters_from"] and "connect" in plan["parameters_from"].lower()

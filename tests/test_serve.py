@@ -105,7 +105,9 @@ def servers(spawn, curated_run, s3_server, tmp_path_factory):
     strict = ServeProcess("strict", ["--manifest", str(root / "strict.json"), "--num-cpus", "1",
                                      "--metrics-export-port", str(strict_metrics_port),
                                      *(f"--{k.replace('_', '-')}={v}" for k, v in STRICT.items())],
-                          root / "strict.log", {k: v for k, v in env.items() if k != "RAYPIPE_API_TOKEN"})
+                          root / "strict.log", {k: v for k, v in env.items() if k not in (
+                              # as a user's shell has it: raypipe sets what its own local Ray needs
+                              "RAYPIPE_API_TOKEN", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")})
     try:
         main.wait_ready()
         strict.wait_ready()
@@ -215,10 +217,20 @@ def test_malformed_or_mistyped_bodies_get_422_naming_the_field(servers):
     assert r.status_code == 422 and r.json()["fields"] == ["body.response"], r.text
     r = httpx.post(url + "/v1/score", json={"response": "x"}, headers=AUTH)
     assert r.status_code == 422 and r.json()["fields"] == ["body.problem"]
-    r = httpx.post(url + "/v1/score/batch", json={"items": [{"problem": "a", "response": "b"}, {"problem": ["a"]}]},
-                   headers=AUTH)
-    assert r.status_code == 422 and "body.items.1.problem" in r.json()["fields"]
+    r = httpx.post(url + "/v1/score/batch", json={"items": {"problem": "a"}}, headers=AUTH)  # no list of items
+    assert r.status_code == 422 and "body.items" in r.json()["fields"]
     assert "input" not in json.dumps(r.json()["detail"])  # the offending input is not echoed back
+    # A batch answers per item, as the README says: a mistyped or incomplete item is a reject naming its field.
+    good = {"problem": "1+1?", "response": "<think>\nPerhaps 2.\n</think>\n\\boxed{2}", "reference_answer": "2"}
+    r = httpx.post(url + "/v1/score/batch", json={"items": [good, {"problem": ["a"]}, {"problem": "no response"}, 7]},
+                   headers=AUTH)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["verdict"] == "correct" and results[0]["decision"] in ("keep", "drop")
+    assert [x["decision"] for x in results[1:]] == ["reject"] * 3
+    assert "problem: Input should be a valid string" in results[1]["reason"] and "response: Field required" in \
+        results[1]["reason"] and results[2]["reason"] == "invalid record: response: Field required"
+    assert "JSON object" in results[3]["reason"] and r.json()["counts"] == {results[0]["decision"]: 1, "reject": 3}
 
     # Valid JSON and types, but a record the batch job would reject too: 422 alone, a per-item reject in a batch.
     bad = [{"problem": "p", "response": "r", "ground_truth": ["a list"]},
@@ -234,6 +246,30 @@ def test_malformed_or_mistyped_bodies_get_422_naming_the_field(servers):
     results = r.json()["results"]
     assert [x["decision"] for x in results[1:]] == ["reject", "reject"] and results[0]["verdict"] == "correct"
     assert r.json()["counts"]["reject"] == 2
+
+
+def test_a_fresh_start_prints_no_misleading_warning(servers):
+    """Neither Ray's token-auth notice (raypipe's own local Ray runs without a token, on 127.0.0.1) nor Serve's
+    'Connecting to existing Serve app … will not apply' right after raypipe started Serve with those options."""
+    import httpx
+
+    strict = (servers["logs"] / "strict.log").read_text()  # started without RAY_AUTH_MODE in its environment
+    main = (servers["logs"] / "main.log").read_text()
+    assert "Started a local Ray instance" in strict and "[raypipe] scoring with" in strict, strict[-2000:]
+    for log in (strict, main):
+        assert "Token authentication" not in log and "Connecting to existing Serve app" not in log, log[-3000:]
+    assert httpx.get(servers["strict"] + "/healthz").status_code == 200
+
+
+def test_a_batch_item_that_does_not_fit_is_named_alone():
+    from raypipe.online.scorer import invalid_item, rejected
+
+    assert invalid_item({"problem": "p", "response": "r", "extra": [1]}) is None  # other fields are accepted
+    assert invalid_item({"problem": "p"}) == "response: Field required"
+    assert invalid_item({"problem": 3, "response": "r"}) == "problem: Input should be a valid string"
+    assert invalid_item(["p", "r"]) == "an item is a JSON object (a trajectory), not an array"
+    assert rejected("response: Field required") == {"decision": "reject", "error": "response: Field required",
+                                                    "reason": "invalid record: response: Field required"}
 
 
 def test_bodies_and_batches_over_the_limits_get_413(servers):

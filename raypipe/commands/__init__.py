@@ -14,7 +14,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ValidationError
 
-from raypipe.core import settings
+from raypipe.core import flags, settings
 
 # Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
 MODULES = ("curate", "inspect", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose",
@@ -29,6 +29,16 @@ class Command:
     run: Callable[[BaseModel], int]
     description: str | None = None
     subcommands: tuple["Command", ...] = field(default=())
+    example: str = ""  # command lines shown at the end of its --help, one per line
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """parse_args, except that an unknown flag is reported by the command it was given to (its usage), with the
+    closest flag that command has."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        getattr(args, "_parser", parser).error(flags.unrecognized(getattr(args, "_parser", parser), extras))
+    return args
 
 
 def commands() -> list[Command]:
@@ -36,10 +46,12 @@ def commands() -> list[Command]:
 
 
 def add_command(sub, command: Command) -> argparse.ArgumentParser:
+    epilog = "example:\n" + "\n".join(f"  {line}" for line in command.example.strip().splitlines()) \
+        if command.example else None
     p = sub.add_parser(command.name, help=command.help, description=command.description or command.help,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       epilog=epilog, formatter_class=flags.HelpFormatter)
     settings.add_arguments(p, command.model)
-    p.set_defaults(_command=command)
+    p.set_defaults(_command=command, _parser=p)
     if command.subcommands:
         nested = p.add_subparsers(dest=f"_{command.name}_subcommand", metavar="SUBCOMMAND")
         for sc in command.subcommands:
@@ -53,7 +65,9 @@ def execute(args: argparse.Namespace) -> int:
     try:
         model = settings.from_args(args)
     except ValidationError as e:
-        print(f"raypipe {command.name}: invalid settings:\n{settings.describe_error(e)}", file=sys.stderr)
+        as_flags = set(settings.given(args)) & {a.dest for a in args._parser._actions if a.option_strings}
+        detail = settings.describe_error(e, args._settings_model, as_flags, settings.config_path(args))
+        print(f"raypipe {command.name}: invalid settings:\n{detail}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as e:
         print(f"raypipe {command.name}: {e}", file=sys.stderr)
@@ -66,6 +80,6 @@ def submitted_job(name: str, argv: list[str] | None = None) -> int:
     command = importlib.import_module(f"raypipe.commands.{name.replace('-', '_')}").COMMAND
     parser = argparse.ArgumentParser(prog=f"jobs ({name})")
     add_command(parser.add_subparsers(dest="_job"), command)
-    args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
+    args = parse(parser, [name, *(sys.argv[1:] if argv is None else argv)])
     os.environ.setdefault("RAY_ADDRESS", "auto")
     return execute(args)

@@ -39,4 +39,6 @@ def root_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {first[0] if first else ''}"
 
 
-COMMAND = Command("curate", "curate trajectories (the main job)", CurateConfig, run, description=__doc__)
+COMMAND = Command("curate", "curate trajectories (the main job)", CurateConfig, run, description=__doc__,
+                  example="raypipe curate --input ../shared/data/trajectories --output out/curated --drop-top 0.1\n"
+                          "raypipe curate --input ../shared/data/r1 --output out/r1 --answer-from final-or-thinking")

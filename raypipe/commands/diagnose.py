@@ -25,4 +25,6 @@ def run(settings: DiagnoseSettings) -> int:
 
 
 COMMAND = Command("diagnose", "compare two sources' diagnostics with the paper", DiagnoseSettings, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe diagnose --sources A,B --loss out/loss-a,out/loss-b --judge out/judge "
+                          "--output out/compare.html")

@@ -37,6 +37,9 @@ def run(config: EvalConfig) -> int:
 
 COMPARE = Command("compare", "print the side-by-side table of evaluation runs", CompareSettings, run_compare,
                   description="raypipe eval compare RUN_A RUN_B …: one row per run, one column per benchmark, then "
-                  "the average, and each run's difference from the first.")
+                  "the average, and each run's difference from the first.",
+                  example="raypipe eval compare eval-out/tiny eval-out/served --metric pass@1")
 COMMAND = Command("eval", "evaluate a model on math benchmarks; `eval compare A B` compares runs", EvalConfig, run,
-                  description=__doc__, subcommands=(COMPARE,))
+                  description=__doc__, subcommands=(COMPARE,),
+                  example="raypipe eval --model tiny --backend hf --benchmarks math500 --limit 5 --n 2 --max-tokens 64 "
+                          "--data-dir ../shared/data/benchmarks --output eval-out/tiny")

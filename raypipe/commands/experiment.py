@@ -24,13 +24,14 @@ def run(args: ExperimentCommandSettings) -> int:
     except ValidationError as e:
         print(f"raypipe experiment: invalid configuration {path}:\n{describe_error(e)}", file=sys.stderr)
         return 2
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"raypipe experiment: {e}", file=sys.stderr)
         return 2
     try:
         if args.config[0] == "plan":
-            from raypipe.experiment.plan import estimate, to_text
+            from raypipe.experiment.plan import estimate, probes, to_text
 
+            print(f"[raypipe] plan: {probes(cfg)}", file=sys.stderr, flush=True)
             print(to_text(estimate(cfg, stages)))
             return 0
         if args.dry_run:
@@ -44,4 +45,6 @@ def run(args: ExperimentCommandSettings) -> int:
 
 
 COMMAND = Command("experiment", "run the paper's experiment: pairing, arms x (curate, train, eval); `experiment "
-                  "plan CONFIG` prices it", ExperimentCommandSettings, run, description=__doc__)
+                  "plan CONFIG` prices it", ExperimentCommandSettings, run, description=__doc__,
+                  example="raypipe experiment plan cluster/experiments/organism-quick.yaml\n"
+                          "raypipe experiment cluster/experiments/organism-quick.yaml")

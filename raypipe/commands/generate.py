@@ -24,4 +24,6 @@ def run(config: GenerateConfig) -> int:
 
 
 COMMAND = Command("generate", "sample a teacher on problems, stop branch-heavy traces early, curate what comes out",
-                  GenerateConfig, run, description=__doc__)
+                  GenerateConfig, run, description=__doc__,
+                  example="raypipe generate --backend openai --model http://127.0.0.1:8000/v1 --input aime24 "
+                          "--data-dir ../shared/data/benchmarks --n 4 --output out/generate")

@@ -19,4 +19,5 @@ def run(config: JudgeConfig) -> int:
 
 
 COMMAND = Command("judge", "label reasoning steps (keyword baseline or an LLM judge)", JudgeConfig, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe judge --input ../shared/data/trajectories --output out/judge --backend keyword")

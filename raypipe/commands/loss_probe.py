@@ -19,4 +19,5 @@ def run(config: LossConfig) -> int:
 
 
 COMMAND = Command("loss-probe", "token-level loss probe (the paper's routine vs key tokens)", LossConfig, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe loss-probe --input ../shared/data/r1 --output out/loss-r1 --model tiny")

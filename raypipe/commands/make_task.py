@@ -21,4 +21,5 @@ def run(config: MakeTaskConfig) -> int:
 
 
 COMMAND = Command("make-task", "write the model organism: two teachers' traces, test splits and a student",
-                  MakeTaskConfig, run, description=__doc__)
+                  MakeTaskConfig, run, description=__doc__,
+                  example="raypipe make-task --output out/task --seed 0")

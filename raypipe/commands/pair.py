@@ -23,4 +23,5 @@ def run(config) -> int:
 
 
 COMMAND = Command("pair", "pair sources on their problems: keep those every source answered correctly", PairConfig,
-                  run, description=__doc__)
+                  run, description=__doc__,
+                  example="raypipe pair a.jsonl b.jsonl --names A,B --output out/paired")

@@ -14,4 +14,5 @@ def run(settings: SampleSettings) -> int:
 
 
 COMMAND = Command("make-sample", "write a small synthetic sample of trajectories", SampleSettings, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe make-sample --output out/sample")

@@ -86,7 +86,7 @@ def run(config: ServeCommandSettings) -> int:
     from ray import serve
 
     from raypipe.online.app import APP_NAME, build_app
-    from raypipe.ray_env import ensure_ray
+    from raypipe.ray_env import ensure_ray, without_message
 
     stop = threading.Event()
 
@@ -100,7 +100,10 @@ def run(config: ServeCommandSettings) -> int:
     # In direct mode Serve's own proxy still runs; it gets a free port so that the replicas can take --port.
     proxy_port = _free_port(config.host) if config.ingress == "direct" and not joining else config.port
     serve.start(http_options={"host": config.host, "port": proxy_port})
-    serve.run(build_app(settings), name=APP_NAME, route_prefix=config.route_prefix)
+    # serve.run connects to the Serve just started (with these http_options); its INFO line saying that it
+    # connected to an existing app and will not apply new options is about that Serve, and misleads here.
+    with without_message("ray.serve", "Connecting to existing Serve app"):
+        serve.run(build_app(settings), name=APP_NAME, route_prefix=config.route_prefix)
     prefix = config.route_prefix.rstrip("/")
     base = f"http://{config.host}:{config.port}{prefix}"
     if not _wait_ready(base + "/healthz"):
@@ -124,4 +127,5 @@ def run(config: ServeCommandSettings) -> int:
 
 
 COMMAND = Command("serve", "serve the online filter scorer over HTTP", ServeCommandSettings, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe serve --manifest out/curated/manifest.json --port 8000")

@@ -36,4 +36,5 @@ def run(settings: ServeModelConfig) -> int:
 
 
 COMMAND = Command("serve-model", "host a model behind OpenAI-compatible routes on Ray Serve", ServeModelConfig, run,
-                  description=__doc__)
+                  description=__doc__,
+                  example="raypipe serve-model --model tiny --port 8000")

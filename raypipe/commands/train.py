@@ -26,4 +26,5 @@ def run(config: TrainConfig) -> int:
     return 0
 
 
-COMMAND = Command("train", "SFT on a curated dataset (Ray Train + DeepSpeed)", TrainConfig, run, description=__doc__)
+COMMAND = Command("train", "SFT on a curated dataset (Ray Train + DeepSpeed)", TrainConfig, run, description=__doc__,
+                  example="raypipe train --data out/curated --model tiny --output out/sft --max-steps 20")

@@ -10,6 +10,7 @@ import fnmatch
 import json
 import os
 import posixpath
+import dataclasses
 from dataclasses import dataclass
 import time
 from typing import Callable, Iterator, TypeVar
@@ -51,12 +52,19 @@ def retried(fn: Callable[..., T], *args, attempts: int = TRANSIENT_ATTEMPTS, **k
 class Storage:
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    connect_timeout_s: float = 10.0
+    max_attempts: int | None = None  # S3 attempts per request (None: $RAYPIPE_S3_MAX_ATTEMPTS, else 8)
 
     def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """(filesystem, path inside it) for a local path or an s3:// URI."""
         if uri.startswith("s3://"):
-            return s3_filesystem(self.s3_endpoint, self.s3_region), uri[len("s3://"):].rstrip("/")
+            fs = s3_filesystem(self.s3_endpoint, self.s3_region, self.connect_timeout_s, self.max_attempts)
+            return fs, uri[len("s3://"):].rstrip("/")
         return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+    def probing(self) -> "Storage":
+        """The same storage for a quick look (a plan, a check): a short connect timeout, one attempt."""
+        return dataclasses.replace(self, connect_timeout_s=3.0, max_attempts=1)
 
 
 class StorageSettings(SettingsGroup):
@@ -70,13 +78,15 @@ class StorageSettings(SettingsGroup):
         return Storage(self.s3_endpoint, self.s3_region)
 
 
-def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+def s3_filesystem(endpoint: str | None = None, region: str | None = None, connect_timeout_s: float = 10.0,
+                  max_attempts: int | None = None) -> pafs.S3FileSystem:
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    attempts = max_attempts or int(os.environ.get("RAYPIPE_S3_MAX_ATTEMPTS", "8"))
     kwargs: dict = {
         "region": region,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=int(os.environ.get("RAYPIPE_S3_MAX_ATTEMPTS", "8"))),
-        "connect_timeout": 10,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+        "connect_timeout": connect_timeout_s,
         "request_timeout": 60,
     }
     if endpoint:

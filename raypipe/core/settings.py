@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import types
 import typing
 from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import CliSettingsSource
+from pydantic_settings import CliSettingsSource, SettingsError
 
+from raypipe.core import flags
 from raypipe.core.registry import load_plugins, registry_of
 
 T = TypeVar("T", bound=BaseModel)
@@ -175,12 +177,26 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_yaml(path: str) -> dict:
+def yaml_file(path: str) -> Any:
+    """A YAML file's content; a syntax error is a ValueError naming the file, line, column and problem."""
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            return yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+            if context and start is not None:
+                problem += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+            raise ValueError(f"{path}{at}: not valid YAML: {problem}") from None
+
+
+def read_yaml(path: str) -> dict:
+    data = yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a settings file holds a mapping of setting: value")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -191,11 +207,14 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> No
                                cli_implicit_flags=True, cli_hide_none_type=True, cli_avoid_json=True,
                                cli_enforce_required=False, cli_exit_on_error=True,
                                add_argument_method=_add_argument)
-    for action in parser._actions:  # registry-backed fields: list the names registered now
-        field = model.model_fields.get(action.dest)
-        registry = field_registry(field, model, action.dest) if field is not None else None
-        if registry is not None:
+    for action in parser._actions:
+        field = flags.field_of(model, action.dest)
+        if field is None:
+            continue
+        registry = field_registry(field, model, action.dest)
+        if registry is not None:  # registry-backed fields: list the names registered now
             action.metavar = "{" + ",".join(registry.names()) + "}"
+        flags.tidy(action, field)
     parser.set_defaults(_settings_source=source, _settings_model=model)
 
 
@@ -207,7 +226,16 @@ def _add_argument(parser: argparse.ArgumentParser, *names: str, **kwargs: Any) -
 
 def given(args: argparse.Namespace) -> dict:
     """The settings given as flags (only those) of a namespace parsed by a parser built with add_arguments."""
-    return dict(args._settings_source(parsed_args=args)())
+    try:
+        return dict(args._settings_source(parsed_args=args)())
+    except SettingsError as e:  # a value the flag's own syntax refuses (e.g. --fields a=b,c): name the flag
+        m = re.match(r"Parsing error encountered for (\w+): (.*)", str(e))
+        if not m:
+            raise ValueError(str(e)) from None
+        action = next((a for a in getattr(args, "_parser", argparse.ArgumentParser())._actions
+                       if a.dest == m.group(1)), None)
+        form = f"expects {action.metavar}: " if action is not None and action.metavar else ""
+        raise ValueError(f"--{m.group(1).replace('_', '-')}: {form}{m.group(2)}") from None
 
 
 def load(model: type[T], path: str | None = None, values: dict | None = None) -> T:
@@ -218,9 +246,7 @@ def load(model: type[T], path: str | None = None, values: dict | None = None) ->
 
 
 def from_args(args: argparse.Namespace) -> BaseModel:
-    model = args._settings_model
-    path = None if "config" in model.model_fields else getattr(args, "config", None)
-    return load(model, path, given(args))
+    return load(args._settings_model, config_path(args), given(args))
 
 
 def to_yaml(settings: BaseModel) -> str:
@@ -228,10 +254,19 @@ def to_yaml(settings: BaseModel) -> str:
     return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
 
 
-def describe_error(e: ValidationError) -> str:
+def config_path(args: argparse.Namespace) -> str | None:
+    return None if "config" in args._settings_model.model_fields else getattr(args, "config", None)
+
+
+def describe_error(e: ValidationError, model: type[BaseModel] | None = None, given_flags: set[str] = frozenset(),
+                   config: str | None = None) -> str:
+    """One line per error, naming the flag for a value given on the command line, else the key (and the file)."""
     lines = []
     for err in e.errors(include_url=False, include_input=False):
-        where = ".".join(str(x) for x in err["loc"]) or "settings"
-        msg = "unknown setting (misspelled?)" if err["type"] == "extra_forbidden" else err["msg"]
+        where = flags.where(err["loc"], set(given_flags), config)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = list(model.model_fields) if model is not None and len(err["loc"]) == 1 else []
+            msg = "unknown setting" + (flags.suggest(str(err["loc"][-1]), known) if known else " (misspelled?)")
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)

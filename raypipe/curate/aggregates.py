@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.core.policy import Policy
-from raypipe.core.verify import CORRECT, UNVERIFIED
+from raypipe.core.verify import CORRECT, NO_ANSWER, UNVERIFIED
 from raypipe.curate.examples import kinds, merge_examples, pick
 
 EXACT_VALUES = 2048  # distinct branch_ratio values kept exactly per (source, group) before binning
@@ -38,7 +38,11 @@ FINE_BINS = 10_000  # fixed bins over [0, 1] once binned: width 1e-4
 SAMPLE_PER_SOURCE = 1000  # records per source in the steps-against-length sample
 GROUPS = ("correct", "other", "unverified")
 COUNTERS = ("decisions", "verdicts", "answer_source", "unconsumed_text", "drop_reasons")
-SUMS = ("records", "empty_thinking", "empty_final", "duplicates", "renamed_ids")
+# boxed_in_reasoning: no_answer records whose reasoning finished with a \boxed{} in it (what --answer-from
+# final-or-thinking would grade)
+SUMS = ("records", "empty_thinking", "empty_final", "duplicates", "renamed_ids", "boxed_in_reasoning")
+REASON_KINDS = 32  # distinct drop reasons counted per source; the rest are "other"
+BOXED = r"\\(boxed|fbox)\s*\{"  # as raypipe.core.verify finds a boxed answer
 
 
 def _source_entry() -> dict:
@@ -157,6 +161,19 @@ def _sample(t: pa.Table) -> dict[str, list]:
     return out
 
 
+def _boxed_in_reasoning(decided: pa.Table) -> pa.Array:
+    """no_answer records with a finished reasoning that holds a \\boxed{}: the reasoning text is searched only for
+    those (a few), not for every record."""
+    candidate = pc.fill_null(pc.and_(pc.equal(decided.column("verdict"), NO_ANSWER),
+                                     _col(decided, "thought_complete", pa.bool_())), False)
+    out = np.zeros(decided.num_rows, dtype=bool)
+    where = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
+    if len(where):
+        text = pc.take(_col(decided, "thinking"), pa.array(where))
+        out[where] = pc.fill_null(pc.match_substring_regex(text, BOXED), False).to_numpy(zero_copy_only=False)
+    return pa.array(out)
+
+
 def aggregate(decided: pa.Table, chunk: str | None = None, policy: Policy | None = None) -> dict:
     """The aggregate of one chunk's decided records; `chunk` names it for the per-chunk balance check, `policy` (the
     one that decided them) gives the examples' rank keys."""
@@ -176,6 +193,7 @@ def aggregate(decided: pa.Table, chunk: str | None = None, policy: Policy | None
         "empty_final": pc.equal(pc.fill_null(decided.column("final_chars"), 0), 0).cast(pa.int64()),
         "duplicates": pc.is_valid(_col(decided, "duplicate_of")).cast(pa.int64()),
         "renamed_ids": pc.is_valid(_col(decided, "input_id")).cast(pa.int64()),
+        "boxed_in_reasoning": _boxed_in_reasoning(decided).cast(pa.int64()),
     })
     sums = t.group_by("source").aggregate([([], "count_all")] + [(k, "sum") for k in SUMS[1:]])
     for row in sums.to_pylist():
@@ -186,9 +204,13 @@ def aggregate(decided: pa.Table, chunk: str | None = None, policy: Policy | None
         col = {"decisions": "decision", "verdicts": "verdict"}.get(key, key)
         for s, v, c in _count(t, ["source", col]):
             acc[s][key][v] = c
+    # the kind of a drop's reason (raypipe.core.reasons: "rule:top", "verdict:no_answer", "duplicate"), at most
+    # REASON_KINDS per source
     reasons = pa.table({"source": src, "decision": decided.column("decision"), "kind": kinds(_col(decided, "reason"))})
     for s, k, c in _count(reasons.filter(pc.equal(reasons.column("decision"), "drop")), ["source", "kind"]):
         acc[s]["drop_reasons"][k] = c
+    for entry in acc.values():
+        entry["drop_reasons"] = _bounded(entry["drop_reasons"])
     fields = pc.split_pattern(pc.fill_null(_col(decided, "unconsumed_text"), ""), ",")
     flat = pa.table({"source": pc.take(src, pc.list_parent_indices(fields)), "field": pc.list_flatten(fields)})
     for s, f, c in _count(flat.filter(pc.not_equal(flat.column("field"), "")), ["source", "field"]):
@@ -212,10 +234,21 @@ def aggregate(decided: pa.Table, chunk: str | None = None, policy: Policy | None
 
 # ---- merging --------------------------------------------------------------------------------------------------
 
+def _bounded(counts: dict[str, int]) -> dict[str, int]:
+    """At most REASON_KINDS entries: the largest, and the rest added up under "other"."""
+    if len(counts) <= REASON_KINDS:
+        return counts
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    out = dict(ranked[:REASON_KINDS - 1])
+    out["other"] = out.get("other", 0) + sum(c for _, c in ranked[REASON_KINDS - 1:])
+    return out
+
+
 def _merge_source(a: dict, b: dict) -> dict:
-    out = {k: a[k] + b[k] for k in SUMS}
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in SUMS}
     for k in COUNTERS:
-        out[k] = dict(Counter(a[k]) + Counter(b[k]))
+        out[k] = dict(Counter(a.get(k, {})) + Counter(b.get(k, {})))
+    out["drop_reasons"] = _bounded(out["drop_reasons"])
     out["branch_ratio"] = {g: (merge_dist(a["branch_ratio"][g], b["branch_ratio"][g])
                                if g in a["branch_ratio"] and g in b["branch_ratio"]
                                else a["branch_ratio"].get(g) or b["branch_ratio"][g])

@@ -30,6 +30,7 @@ from raypipe.curate.aggregates import aggregate, merge
 from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import apply_fixes
+from raypipe.curate.hints import account, closing_lines
 from raypipe.curate.groupby import chunk_policy, read_reference
 from raypipe.curate.phase2 import reference_folder, select_policy
 from raypipe.curate.precheck import DEADLINE_S, check_inputs
@@ -115,8 +116,8 @@ def run_curate(config: CurateConfig) -> dict:
     damaged = f" ({n_damage} of the rejects for damaged input: manifest.json 'damage')" if n_damage else ""
     _say(f"done in {time.time() - t_start:.1f}s: {c['input_rows']} input rows gave {c['records']} records = "
          f"{c['kept']} kept + {c['dropped']} dropped + {c['rejected']} rejected{damaged}")
-    _say(f"curated data: {io.join(config.output, 'curated')}")
-    _say(f"report:       {io.join(config.output, 'report.html')}")
+    for line in closing_lines(manifest, config.output):
+        _say(line)
     return manifest
 
 
@@ -163,6 +164,7 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     manifest["row_numbers"] = ("a record's or reject's `row` is its line in the input file as an editor shows it, "
                                "from 1 (blank lines counted; in Parquet its position, from 1); null for a file "
                                "rejected whole")
+    manifest.update(account(merged, config.answer_from))  # drop reasons, and hints such as --answer-from
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
     write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
     return manifest

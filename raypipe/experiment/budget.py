@@ -38,9 +38,9 @@ def budget_uri(cfg) -> str:
     return io.join(cfg.output, "budget", "budget.json")
 
 
-def read_budget(cfg) -> dict | None:
+def read_budget(cfg, storage: io.Storage | None = None) -> dict | None:
     try:
-        text = io.read_text(budget_uri(cfg), cfg.storage())
+        text = io.read_text(budget_uri(cfg), storage or cfg.storage())
     except OSError:
         return None
     return json.loads(text) if text else None

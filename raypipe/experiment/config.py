@@ -9,14 +9,13 @@ from __future__ import annotations
 import string
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_settings import CliPositionalArg
 
 from raypipe.core import io
 from raypipe.core.io import StorageSettings
 from raypipe.core.scoring import GradingSettings, VerifierSettings
-from raypipe.core.settings import OutputSettings, ModelSettings, SeedSettings, Settings, SettingsGroup
+from raypipe.core.settings import OutputSettings, ModelSettings, SeedSettings, Settings, SettingsGroup, yaml_file
 from raypipe.core.structure import StructureSettings
 from raypipe.curate.config import CurateConfig, ReadSettings
 from raypipe.eval.benchmarks import BenchmarksSettings
@@ -66,7 +65,9 @@ class PairConfig(Settings, OutputSettings, ReadSettings, StructureSettings, Grad
     """`raypipe pair` settings: the sources, the key, and how to read them (the curation settings that decide how a
     source is read and graded: the pairing scores with exactly these)."""
 
-    HELP: ClassVar[dict] = {"output": "output folder, local or s3://: inputs/<name>/, scored/<name>/, pairing.json"}
+    HELP: ClassVar[dict] = {"output": "output folder, local or s3://: inputs/<name>/, scored/<name>/, pairing.json",
+                            "actors": "a fixed number of scoring actors for each source (default: as many as the "
+                                      "cluster's CPUs hold, at most one per chunk)"}
 
     inputs: CliPositionalArg[list[str]] = Field(description="two or more sources (file, folder or glob; local or "
                                                 "s3://), on the same problems")
@@ -209,8 +210,9 @@ class ExperimentConfig(Settings, OutputSettings, ModelSettings, BenchmarksSettin
 
 
 def load_experiment(path: str, overrides: dict | None = None) -> ExperimentConfig:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = yaml_file(path) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment file holds a mapping of setting: value")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return ExperimentConfig.model_validate(data)
 

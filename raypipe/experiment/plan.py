@@ -42,34 +42,57 @@ def model_parameters(cfg) -> tuple[float | None, str]:
         from raypipe.tiny import build_tiny
 
         path = build_tiny()
-    text = with_timeout(lambda: io.read_text(io.join(path, "config.json"), cfg.storage()), cfg.cost.read_timeout_s)
+    text, error = with_timeout(lambda: io.read_text(io.join(path, "config.json"), probe_storage(cfg)),
+                               cfg.cost.read_timeout_s)
     n = count_parameters(json.loads(text)) if text else None
     if n is None and cfg.task is not None:  # the student the task stage will build
         from raypipe.organism.student import student_config
 
         return count_parameters(student_config(cfg.task.student, cfg.task.max_number())), "task.student"
-    return n, f"{path}/config.json" if n else "unknown: set cost.parameters"
+    if n:
+        return n, f"{path}/config.json"
+    return n, "unknown: set cost.parameters" + (f" ({path}/config.json: {error})" if error else "")
 
 
-def with_timeout(fn, seconds: float):
-    """fn() in a daemon thread; None when it fails or takes longer than `seconds`."""
+def probe_storage(cfg) -> io.Storage:
+    """The experiment's storage for the plan's reads: a short connect timeout, so that an unreachable endpoint
+    answers in seconds (with its reason), not after the S3 client's retries."""
+    return cfg.storage().probing()
+
+
+def probes(cfg) -> str:
+    """What the plan reads before it prices anything (printed first: the reads can take a while)."""
+    model = "" if cfg.cost.parameters or cfg.model == "tiny" else f"{cfg.model}/config.json, "
+    return (f"reading {model}a sample of source A ({cfg.source_a}) and B ({cfg.source_b}) and what {cfg.output} "
+            f"holds; each read gives up after {cfg.cost.read_timeout_s:g} s")
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def with_timeout(fn, seconds: float) -> tuple:
+    """(fn(), None) run in a daemon thread; (None, why) when it fails (the error) or takes longer than `seconds`."""
     box: dict = {}
 
     def target():
         try:
             box["value"] = fn()
         except Exception as e:  # noqa: BLE001 - an unreadable source falls back to the assumptions
-            box["error"] = e
+            box["error"] = _reason(e)
 
     t = threading.Thread(target=target, daemon=True)
     t.start()
     t.join(seconds)
-    return box.get("value")
+    if "value" in box:
+        return box["value"], None
+    return None, box.get("error") or f"no answer within {seconds:g} s"
 
 
 def sample_source(uri: str, cfg) -> dict:
     """{records, tokens_per_record} estimated from the first records of the first file and the files' sizes."""
-    storage = cfg.storage()
+    storage = probe_storage(cfg)
     files = io.list_inputs(uri, storage)
     fs, _ = storage.filesystem(files[0])
     sizes = [fs.get_file_info(storage.filesystem(f)[1]).size or 0 for f in files]
@@ -92,9 +115,16 @@ def sample_source(uri: str, cfg) -> dict:
 def source_counts(cfg) -> dict[str, dict]:
     """Both sources sampled at once, each within cost.read_timeout_s; an unreadable one falls back to the assumptions."""
     found: dict[str, dict | None] = {}
-    threads = [threading.Thread(target=lambda n=n, u=u: found.update({n: with_timeout(
-        lambda: sample_source(u, cfg), cfg.cost.read_timeout_s)}), daemon=True)
-        for n, u in (("A", cfg.source_a), ("B", cfg.source_b))]
+    errors: dict[str, str] = {}
+
+    def sample(name: str, uri: str) -> None:
+        value, error = with_timeout(lambda: sample_source(uri, cfg), cfg.cost.read_timeout_s)
+        found[name] = value
+        if error:
+            errors[name] = error
+
+    threads = [threading.Thread(target=sample, args=(n, u), daemon=True)
+               for n, u in (("A", cfg.source_a), ("B", cfg.source_b))]
     for t in threads:
         t.start()
     for t in threads:
@@ -108,7 +138,8 @@ def source_counts(cfg) -> dict[str, dict]:
     for name, uri in (("A", cfg.source_a), ("B", cfg.source_b)):
         out[name] = found.get(name) or {"records": cfg.cost.assumed_records,
                                         "tokens_per_record": float(cfg.cost.assumed_tokens_per_record),
-                                        "basis": f"assumed (source not readable within {cfg.cost.read_timeout_s:g} s)"}
+                                        "basis": "assumed (source not readable)",
+                                        "error": errors.get(name) or "no answer in time"}
         out[name]["input"] = uri
     return out
 
@@ -118,11 +149,11 @@ def read_outputs(cfg, stages) -> tuple[dict, dict | None, dict]:
     from raypipe.experiment.budget import read_budget
 
     def read():
-        storage = cfg.storage()
+        storage = probe_storage(cfg)
         manifests = {s.arm: _json(s.marker, storage) for s in stages(cfg, {}) if s.stage == "curate"}
-        return read_budget(cfg) or {}, _json(io.join(cfg.output, "paired", "pairing.json"), storage), manifests
+        return read_budget(cfg, storage) or {}, _json(io.join(cfg.output, "paired", "pairing.json"), storage), manifests
 
-    return with_timeout(read, cfg.cost.read_timeout_s) or ({}, None, {})
+    return with_timeout(read, cfg.cost.read_timeout_s)[0] or ({}, None, {})
 
 
 def _json(uri: str, storage) -> dict | None:
@@ -205,7 +236,10 @@ def estimate(cfg, stages, sample: bool = True) -> dict:
             r.update(tokens=floor, basis=r["basis"] + f", matched ({cfg.budget})")
     total = sum(r["gpu_hours"] for r in rows_out)
     upper = sum(r.get("gpu_hours_upper", r["gpu_hours"]) for r in rows_out)
+    unreadable = {name: {"input": src["input"], "error": src["error"]} for name, src in sources.items()
+                  if src.get("error")}
     return {"parameters": params, "parameters_from": params_from, "cost": cfg.cost.model_dump(),
+            "unreadable_sources": unreadable,
             "paired_share": share, "stages": rows_out, "gpu_hours": total, "gpu_hours_upper": upper}
 
 
@@ -236,7 +270,10 @@ def to_text(plan: dict) -> str:
     c = plan["cost"]
     lines = [f"student parameters {_num(plan['parameters'])} ({plan['parameters_from']}); training MFU {c['mfu']}, "
              f"generation MFU {c['eval_mfu']}, peak {c['peak_tflops']} TFLOP/s per GPU; paired share "
-             f"{plan['paired_share']:.2f}", "",
+             f"{plan['paired_share']:.2f}",
+             *(f"source {name} ({u['input']}) not readable: {u['error']}; its rows below assume "
+               f"cost.assumed_records and cost.assumed_tokens_per_record" for name, u in
+               plan.get("unreadable_sources", {}).items()), "",
              f"{'stage':7s} {'arm':22s} {'rows':>9s} {'tokens':>9s} {'GPU-h':>9s} {'(upper)':>9s}  basis / input"]
     for r in plan["stages"]:
         lines.append(f"{r['stage']:7s} {r['arm']:22s} {_num(r.get('rows')):>9s} {_num(r.get('tokens')):>9s} "

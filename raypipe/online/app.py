@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request
@@ -30,7 +31,7 @@ from ray.serve import metrics
 from raypipe import __version__
 from raypipe.core import io
 from raypipe.online.config import ServeSettings
-from raypipe.online.scorer import OnlineScorer, ScoreResult, Trajectory, load_run
+from raypipe.online.scorer import OnlineScorer, ScoreResult, Trajectory, invalid_item, load_run, rejected
 from raypipe.core.versions import versions as current_versions
 
 TOKEN_ENV = "RAYPIPE_API_TOKEN"
@@ -59,6 +60,12 @@ ERRORS = {
 
 class BatchRequest(BaseModel):
     items: list[Trajectory] = Field(description="trajectories in the flat form; at most max_batch_items")
+
+
+class BatchEnvelope(BaseModel):
+    """What the batch route validates as a whole: the items are checked one by one (a bad one is a reject)."""
+
+    items: list[Any]
 
 
 class BatchResponse(BaseModel):
@@ -183,7 +190,7 @@ def _validated(adapter: TypeAdapter, data):
     return data
 
 
-_TRAJECTORY, _BATCH = TypeAdapter(Trajectory), TypeAdapter(BatchRequest)
+_TRAJECTORY, _BATCH = TypeAdapter(Trajectory), TypeAdapter(BatchEnvelope)
 
 
 def _body(model: type[BaseModel]) -> dict:
@@ -321,12 +328,18 @@ class ScorerService:
 
     @api.post("/v1/score/batch", response_model=BatchResponse, responses=ERRORS, openapi_extra=_body(BatchRequest))
     async def score_batch(self, request: Request):
-        """Score up to max_batch_items trajectories in one call; a bad item is a per-item 'reject', not an error."""
+        """Score up to max_batch_items trajectories in one call; a bad item (a missing or mistyped field, a record
+        the batch job would reject) is a per-item 'reject' with its reason, and the others are scored."""
         items = _validated(_BATCH, _read_json(await request.body()))["items"]
         n, limit = len(items), self.settings.max_batch_items
         if n > limit:
             raise HTTPException(413, f"batch of {n} items is over the limit of {limit}")
-        results = await self._score(items) if n else []
+        bad = {i: why for i, item in enumerate(items) if (why := invalid_item(item)) is not None}
+        good = [item for i, item in enumerate(items) if i not in bad]
+        scored = iter(await self._score(good) if good else [])
+        rejects = {i: rejected(why) for i, why in bad.items()}
+        self.runtime.count_decisions(list(rejects.values()))
+        results = [rejects[i] if i in bad else next(scored) for i in range(n)]
         counts: dict[str, int] = {}
         for r in results:
             counts[r["decision"]] = counts.get(r["decision"], 0) + 1

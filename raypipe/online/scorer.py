@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from raypipe.core import io
 from raypipe.core.errors import RowError
@@ -50,6 +51,28 @@ class Trajectory(BaseModel):
     source: str | None = Field(None, description="source (model) name: picks the per-source threshold")
     model: str | None = Field(None, description="alias of source, as in the batch job")
     id: str | None = Field(None, description="row id (default: a stable hash of source, problem and response)")
+
+
+_TRAJECTORY = TypeAdapter(Trajectory)
+
+
+def invalid_item(item: Any) -> str | None:
+    """Why one item of a batch does not fit the request model (None when it does): the batch route answers it with
+    a per-item reject and scores the others."""
+    if not isinstance(item, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        return f"an item is a JSON object (a trajectory), not {kind.get(type(item), 'null')}"
+    try:
+        _TRAJECTORY.validate_python(item)
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'item'}: {err['msg']}"
+                         for err in e.errors(include_url=False, include_input=False))
+    return None
+
+
+def rejected(error: str) -> dict:
+    """The result of a row that cannot be scored (the shape score_rows gives it)."""
+    return {"decision": "reject", "reason": f"invalid record: {error}", "error": error}
 
 
 PY_TYPES = {pa.string(): str, pa.float64(): float, pa.int64(): int, pa.bool_(): bool}
@@ -188,7 +211,7 @@ class OnlineScorer:
                 good.append(self.normalize(row, i))
                 where.append(i)
             except RowError as e:
-                results[i] = {"decision": "reject", "reason": f"invalid record: {e}", "error": str(e)}
+                results[i] = rejected(str(e))
         if good:
             decided = self.scorer.decide(self.scorer.score(records_table(good)), self.run.policy)
             cols = decided.select(self.columns).to_pydict()

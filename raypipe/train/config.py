@@ -1,11 +1,12 @@
 """The SFT job's settings: `raypipe train`'s flags, its --config YAML, and the experiment's train stage."""
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
 from raypipe.core.io import StorageSettings
+from raypipe.core.flags import HIDDEN
 from raypipe.core.settings import ModelSettings, OutputSettings, SeedSettings
 from raypipe.ray_env import LocalRaySettings
 
@@ -84,7 +85,8 @@ class TrainConfig(RenderSettings, ModelSettings, OutputSettings, SeedSettings, S
                                                                                           "storage"))
     run_name: str = Field("sft", description="Ray Train run name (a restart with the same name resumes)")
     max_failures: int = Field(0, ge=0, description="worker-group restarts Ray Train attempts within this run")
-    fault_at_step: int | None = Field(None, description="testing: rank 0 kills itself (SIGKILL) after this step")
+    fault_at_step: Annotated[int | None, HIDDEN] = Field(None, description="testing: rank 0 kills itself (SIGKILL) "
+                                                         "after this step")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
