@@ -39,4 +39,6 @@ def run(settings: InspectSettings) -> int:
 
 
 COMMAND = Command("inspect", "print records of a curation output: steps, markers, verdict, decision, reason",
-                  InspectSettings, run, description=__doc__)
+                  InspectSettings, run, description=__doc__,
+                  example="raypipe inspect out/curated --id aime24_2\n"
+                          "raypipe inspect out/curated --worst 5 --source DeepSeek-R1")
