@@ -46,7 +46,7 @@ def make_chunks(out: Path, rows: int, chunk: int, seed: int = 0) -> list[str]:
             "answer_source": pick([None, "final:boxed", "thinking:boxed", "final:phrase"], [0.1, 0.7, 0.1, 0.1]),
             "final_chars": pa.array(rng.integers(0, 3, n) * 100), "thinking_chars": pa.array(rng.integers(0, 90_000, n)),
             "unconsumed_text": pick([None, "note", "note,extra"], [0.9, 0.07, 0.03]),
-            "shard": pa.array([f"s3://bucket/raw/part-{k:05d}.jsonl"] * n), "row": pa.array(np.arange(n)),
+            "shard": pa.array([f"s3://bucket/raw/part-{k:05d}.jsonl"] * n), "row": pa.array(np.arange(1, n + 1)),
             "record": pa.array(np.zeros(n, dtype=np.int64)),
             "content_hash": pa.array([f"{x:016x}" for x in rng.integers(0, 2**63, n)]),
             "input_id": pa.nulls(n, pa.string()), "duplicate_of": pick([None, "r0"], [0.99, 0.01]),

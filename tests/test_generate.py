@@ -27,7 +27,8 @@ from raypipe.generate.stream import StreamScorer
 def real_rows() -> list[dict]:
     need_shared_data()
     files = sorted(TRAJECTORIES.glob("*.jsonl")) + [R1 / "deepseek-r1_aime24.jsonl"]
-    return [dict(json.loads(line), _file=str(f)) for f in files for line in open(f)]
+    # _line: the row's line in its file, from 1, as the curation job numbers rows
+    return [dict(json.loads(line), _file=str(f), _line=n) for f in files for n, line in enumerate(open(f), start=1)]
 
 
 def test_incremental_scoring_equals_the_finished_text_on_every_real_trace():
@@ -35,7 +36,8 @@ def test_incremental_scoring_equals_the_finished_text_on_every_real_trace():
     rows = real_rows()
     assert len(rows) == 630
     for i, row in enumerate(rows):
-        record = normalize_row({k: v for k, v in row.items() if k != "_file"}, "flat", "src", row["_file"], i)
+        record = normalize_row({k: v for k, v in row.items() if k not in ("_file", "_line")}, "flat", "src",
+                               row["_file"], row["_line"])
         want = measure_python(record["thinking"], lexicon)
         scorer, text, rng, pos = StreamScorer(lexicon), row["response"], random.Random(i), 0
         seen = []
@@ -45,7 +47,7 @@ def test_incremental_scoring_equals_the_finished_text_on_every_real_trace():
             pos += step
         got = scorer.finish()
         assert (got.n_steps, got.n_branch_steps, got.n_markers) == (
-            want["n_steps"], want["n_branch_steps"], want["n_markers"]), (row["_file"], i)
+            want["n_steps"], want["n_branch_steps"], want["n_markers"]), (row["_file"], row["_line"])
         assert seen == sorted(seen) and (not seen or seen[-1] <= got.n_markers), "running counts never overshoot"
         assert got.thought_complete == (record["markup"] != "plain" and bool(record["final"]) or
                                         record["markup"] == "think" and "</think>" in text)
