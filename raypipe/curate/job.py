@@ -159,8 +159,10 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     manifest = build_manifest(config, inputs, stats, merged, dedup, policy, time.time() - t_start)
     manifest["stages"] = {name: dataclasses.asdict(s) for name, s in ex.stats.items()}  # the executor's counts
     manifest["decision_rules"] = [rule.name for rule in DECISION_CHAIN]  # the order a row's reason is found in
+    # in the order of the files (stats come in the order the phase-3 tasks finish)
     manifest["damage"] = [{"uri": s["uri"], "chunk": s["key"], "rejected_as": reason}
-                          for s in stats for reason in s.get("damage", [])]
+                          for s in sorted(stats, key=lambda s: (s["uri"], s.get("start") or 0, s["key"]))
+                          for reason in s.get("damage", [])]
     manifest["row_numbers"] = ("a record's or reject's `row` is its line in the input file as an editor shows it, "
                                "from 1 (blank lines counted; in Parquet its position, from 1); null for a file "
                                "rejected whole")
