@@ -62,6 +62,9 @@ class Policy(PolicySettings):
     # Per source, the reasoning markup its responses use; online scoring passes it to the row normaliser
     # (expected_markup=…) so that a markup-less response is read exactly as the batch job read it.
     markup_by_source: dict[str, str] = {}
+    # (problem_id, reference_answer) of the problems whose reference agreeing answers contradict, kept out of the
+    # data (curate --on-suspect-reference keep-out; the audit itself is raypipe.curate.audit).
+    suspect_references: list[tuple[str, str]] = []
 
     def columns(self) -> list[str]:
         """The scored columns a decision reads."""
@@ -115,6 +118,7 @@ class RowFacts:
     n_steps: int | None
     over_threshold: bool | None  # a verified-correct row at or over its source's threshold (None: no threshold)
     known_source: bool  # the run saw this source (else the default threshold applies)
+    suspect_reference: bool = False  # its problem's reference is one the policy keeps out
 
 
 class DecisionRule:
@@ -141,6 +145,15 @@ class EmptyReasoning(DecisionRule):
     def __call__(self, row, policy):
         if row.needs_reasoning and not row.n_steps:
             return "drop", f"empty reasoning (format {row.format} carries one)"
+        return None
+
+
+class SuspectReference(DecisionRule):
+    name = "suspect_reference"
+
+    def __call__(self, row, policy):
+        if row.suspect_reference:
+            return "drop", "suspect_reference (agreeing answers contradict the reference answer; see the manifest)"
         return None
 
 
@@ -174,7 +187,17 @@ class Ranked(DecisionRule):
 
 
 # In this order: the first rule that settles a row gives its decision and reason (the manifest counts them so).
-DECISION_CHAIN: tuple[DecisionRule, ...] = (Duplicate(), EmptyReasoning(), Unverified(), NotCorrect(), Ranked())
+DECISION_CHAIN: tuple[DecisionRule, ...] = (Duplicate(), EmptyReasoning(), SuspectReference(), Unverified(),
+                                            NotCorrect(), Ranked())
+
+
+def suspect_rows(table: pa.Table, policy: Policy) -> np.ndarray:
+    """Whether each row's (problem_id, reference_answer) is one of the policy's suspect references."""
+    if not policy.suspect_references or "problem_id" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    suspect = {tuple(x) for x in policy.suspect_references}
+    pairs = zip(table.column("problem_id").to_pylist(), _column(table, "reference_answer"))
+    return np.fromiter(((p, r) in suspect for p, r in pairs), dtype=bool, count=table.num_rows)
 
 
 def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
@@ -187,6 +210,7 @@ def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
     duplicates, formats = _column(table, "duplicate_of"), _column(table, "format")
     n_steps, where = _column(table, "n_steps", 1), _column(table, "answer_source")
     needs_reasoning = {f: FORMATS.get(f).requires_thinking for f in set(formats) if f in FORMATS}
+    suspect = suspect_rows(table, policy)
     decisions, reasons, limits = [], [], []
     for i, (verdict, source) in enumerate(zip(verdicts, sources)):
         known = source in policy.thresholds
@@ -198,7 +222,7 @@ def decide(table: pa.Table, policy: Policy) -> dict[str, pa.Array]:
             over = (primary[i] > th.score or (primary[i] == th.score and tb[i] >= th.tiebreak)) if th is not None \
                 else primary[i] >= limit
         row = RowFacts(verdict, source, duplicates[i], formats[i], bool(needs_reasoning.get(formats[i])), n_steps[i],
-                       over, known)
+                       over, known, bool(suspect[i]))
         decision, reason = next((d for d in (rule(row, policy) for rule in DECISION_CHAIN) if d), ("keep", "kept"))
         decisions.append(decision)
         reasons.append(reason + _note(where[i]))

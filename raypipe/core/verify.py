@@ -104,6 +104,12 @@ def _clean(s: str) -> str:
     return re.sub(r"\\[,!;: ]|\\left|\\right|\s|\$", "", s).rstrip(".")
 
 
+def normalize_answer(answer: str) -> str:
+    """An answer without spacing, \\left/\\right, dollar signs and a trailing period: equal spellings compare equal
+    as strings (the verifier decides the rest)."""
+    return _clean(answer)
+
+
 def _depth(s: str) -> int:
     depth = best = 0
     for c in s:

@@ -8,6 +8,9 @@ from raypipe.core.graders import GRADERS
 from raypipe.core.lexicon import get_lexicon
 from raypipe.core.schema import SCHEMA_VERSION
 
+# The versions a keep/drop decision depends on: a policy recorded under others may decide differently here.
+DECISION_VERSIONS = ("lexicon", "lexicon_markers", "verifier", "schema")
+
 
 def package_version(name: str) -> str | None:
     try:

@@ -14,6 +14,7 @@ from raypipe.core.registry import registered
 from raypipe.core.scoring import ScoringConfig
 from raypipe.core.settings import (InputSettings, OutputSettings, OverwriteSettings, SeedSettings, Settings,
                                    SettingsGroup, SourceSettings)
+from raypipe.curate.audit import ReferenceAuditSettings
 from raypipe.ray_env import ActorPoolSettings, LocalRaySettings
 
 
@@ -31,7 +32,7 @@ class ReadSettings(SettingsGroup):
 
 
 class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, ScoringConfig, PolicySettings,
-                   StorageSettings, LocalRaySettings, ActorPoolSettings, OverwriteSettings):
+                   ReferenceAuditSettings, StorageSettings, LocalRaySettings, ActorPoolSettings, OverwriteSettings):
     HELP: ClassVar[dict[str, str]] = {
         "input": "input file, folder or glob of JSONL (.gz/.zst) or Parquet; local or s3://",
         "output": "output folder, local or s3://: curated/ dropped/ rejects/ manifest.json report.html",
@@ -44,6 +45,12 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
     reference_input: str | None = Field(None, description="trajectories (file, folder, glob) scored only to supply "
                                         "--proxy step-ratio's reference steps per problem (its verified-correct "
                                         "rows; of --reference-source only, when given); never written out")
+    policy_from: str | None = Field(None, description="manifest.json of an earlier run (or its output folder; local "
+                                    "or s3://) whose policy is applied instead of measuring one: its thresholds, "
+                                    "proxy, lexicon, segmenter, grading and audit settings win over the ones given "
+                                    "here (the run names any it overrides); duplicates are still found, and the "
+                                    "manifest says whether this input's fingerprint is the one the policy was "
+                                    "measured on")
     delete_steps: float = Field(0.0, ge=0.0, lt=1.0, description="ablation: delete this fraction of reasoning steps "
                                 "(seeded) from every kept row")
     synthetic: bool = Field(False, description="label the report: the input is a generated sample")
@@ -74,7 +81,8 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
 
     @model_validator(mode="after")
     def _check(self) -> "CurateConfig":
-        if PROXIES.get(self.proxy).needs_reference and not (self.reference_source or self.reference_input):
+        needs = PROXIES.get(self.proxy).needs_reference and not self.policy_from  # else the policy brings its own
+        if needs and not (self.reference_source or self.reference_input):
             raise ValueError(f"--proxy {self.proxy} needs --reference-source or --reference-input (the trajectories "
                              "whose step counts are 1.0)")
         return self

@@ -5,9 +5,10 @@
 1. score (actors): the inputs are split into chunks (raypipe.curate.chunks); each chunk is read one block at a
    time, normalised, verified and measured (raypipe.curate.score); a completion marker per chunk (datatrove
    style) lets a rerun skip what finished.
-2. select: duplicates, then exact per-source thresholds over all scored records.
+2. select: duplicates, the audit of the references, then exact per-source thresholds over all scored records
+   (or, with --policy-from, an earlier run's policy).
 3. write (tasks): every scored chunk is split into `curated/` and `dropped/` under the one policy, one row group
-   at a time. Then manifest.json and report.html.
+   at a time. Then manifest.json, report.html and the dataset card README.md.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from raypipe.core.errors import ConfigMismatch, LayoutError
 from raypipe.core.formats import make_format
 from raypipe.core.policy import DECISION_CHAIN, Policy
 from raypipe.core.scoring import Scorer
+from raypipe.curate import fingerprint, policy_from
 from raypipe.curate.ablate import delete_steps_table
 from raypipe.curate.aggregates import aggregate, merge
+from raypipe.curate.card import dataset_card
 from raypipe.curate.chunks import Chunk, count_newlines, first_rows, needs_index, plan_chunks
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import apply_fixes
@@ -50,7 +53,8 @@ def _say(msg: str) -> None:
 
 def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Storage) -> dict:
     """Phase 3 for one chunk, one row group at a time: the decision for every record, then curated/ and dropped/.
-    Returns the chunk's aggregate (raypipe.curate.aggregates) and its phase-1 marker (read here, by the worker, not by the driver)."""
+    Returns the chunk's aggregate (raypipe.curate.aggregates), its phase-1 marker (read here, by the worker, not by
+    the driver) and its input hash (raypipe.curate.fingerprint)."""
     out = config.output
     fs, path = storage.filesystem(scored_uri(out, key))
     fixes_uri = io.join(out, "_work", "dedup", f"part-{key}.parquet")
@@ -60,10 +64,15 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
     writers = {part: io.ParquetStream(io.join(out, part, f"part-{key}.parquet"), storage)
                for part in ("curated", "dropped")}
     parts = []
+    rejects_uri = io.join(out, "rejects", f"part-{key}.parquet")
+    digest = fingerprint.rejects_hash(io.read_parquet(rejects_uri, storage, columns=["raw"])
+                                      if io.exists(rejects_uri, storage) else None)
     with fs.open_input_file(path) as f:
         scored_file = pq.ParquetFile(f)
         for g in range(scored_file.metadata.num_row_groups):
-            scored = apply_fixes(scored_file.read_row_group(g), fixes)
+            scored = scored_file.read_row_group(g)
+            digest += fingerprint.records_hash(scored)
+            scored = apply_fixes(scored, fixes)
             # this block's problems joined on the run's reference steps (step-ratio proxy)
             block_policy = chunk_policy(policy, scored, reference) if reference is not None else policy
             decided = scorer.decide(scored, block_policy)
@@ -77,7 +86,8 @@ def write_shard(key: str, config: CurateConfig, policy: Policy, storage: io.Stor
             parts.append(aggregate(decided, key, block_policy))
     for w in writers.values():
         w.close()
-    return {"key": key, "aggregate": json.dumps(merge(parts)), "marker": io.read_text(marker_uri(out, key), storage)}
+    return {"key": key, "aggregate": json.dumps(merge(parts)), "marker": io.read_text(marker_uri(out, key), storage),
+            "fingerprint": fingerprint.chunk_hex(digest)}
 
 
 def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
@@ -105,12 +115,17 @@ def run_curate(config: CurateConfig) -> dict:
 
     t_start = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
+    earlier = None
+    if config.policy_from:
+        config, earlier = policy_from.apply(config, storage)
+        for line in earlier.describe():
+            _say(line)
     chunks = plan_inputs(config, config.input, storage)  # stops here, before any work, at an unusable file
-    reference = plan_inputs(config, config.reference_input, storage) if config.reference_input else None
+    reference = plan_inputs(config, config.reference_input, storage) if config.reference_input and not earlier else None
     _prepare_output(config, storage)
     ensure_ray(config.num_cpus, plugins=config.plugins)
     with quiet_ray():
-        manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference)
+        manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference, earlier)
     c = manifest["counts"]
     n_damage = len(manifest["damage"])
     damaged = f" ({n_damage} of the rejects for damaged input: manifest.json 'damage')" if n_damage else ""
@@ -137,7 +152,7 @@ def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chu
 
 
 def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start: float,
-         ex: Executor, reference_chunks: list[Chunk] | None = None) -> dict:
+         ex: Executor, reference_chunks: list[Chunk] | None = None, earlier: policy_from.Earlier | None = None) -> dict:
     from raypipe.curate.report import build_manifest, write_report
 
     inputs = list(dict.fromkeys(c.uri for c in chunks))
@@ -146,13 +161,18 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
          f"{len(pending)} to score -> {config.output}")
     scored = run_phase1(config, index_lines(chunks, pending, config, storage, ex), ex) if pending else {}
     expected = harmonise_markup(config, chunks, scored, storage, ex)
-    reference = score_reference(config, storage, ex, reference_chunks) if config.reference_input else []
+    reference = score_reference(config, storage, ex, reference_chunks) if reference_chunks else []
+    frozen = earlier.policy() if earlier else None
 
     policy, selected = select_policy(
         config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage, ex,
-        reference_chunks=reference)
+        reference_chunks=reference, frozen=frozen)
+    if earlier:
+        policy = policy_from.reference_steps(earlier, policy, config.output, storage)
     policy = policy.model_copy(update={"markup_by_source": expected})
+    suspects = selected["suspect_references"]
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
+         f"{len(suspects)} suspect references found, {len(policy.suspect_references)} kept out, "
          f"{selected.get('passes', 0)} ranking passes")
     stats, merged = run_phase3(config, chunks, policy, storage, ex)
     dedup = {"duplicates": selected["duplicates"], "renamed_ids": selected["renamed"]}
@@ -167,9 +187,31 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
                                "from 1 (blank lines counted; in Parquet its position, from 1); null for a file "
                                "rejected whole")
     manifest.update(account(merged, config.answer_from))  # drop reasons, and hints such as --answer-from
+    manifest["input_fingerprint"] = fingerprint.combine([s["fingerprint"] for s in stats])
+    manifest["suspect_reference"] = {"on_suspect_reference": config.on_suspect_reference,
+                                     "min_samples": config.suspect_min_samples, "problems": suspects,
+                                     "kept_out": [list(x) for x in policy.suspect_references]}
+    if earlier:
+        manifest["policy_from"] = earlier.record(manifest["input_fingerprint"])
+        if manifest["policy_from"]["fingerprint_matches"] is False:
+            _say(f"--policy-from: this input (fingerprint {manifest['input_fingerprint']}) is not the one the policy "
+                 f"was measured on ({earlier.fingerprint}): its thresholds were applied as they are")
     io.write_text(json.dumps(manifest, indent=2, default=str), io.join(config.output, "manifest.json"), storage)
     write_report(manifest, merged, policy, io.join(config.output, "report.html"), storage)
+    write_card(config, manifest, storage)
     return manifest
+
+
+def write_card(config: CurateConfig, manifest: dict, storage: io.Storage) -> None:
+    """README.md, the dataset card (raypipe.curate.card), with the schema of the first split file there is."""
+    schema = None
+    for part in ("curated", "dropped"):
+        names = sorted(n for n in io.list_names(io.join(config.output, part), storage) if n.endswith(".parquet"))
+        if names:
+            fs, path = storage.filesystem(io.join(config.output, part, names[0]))
+            schema = pq.read_schema(path, filesystem=fs)
+            break
+    io.write_text(dataset_card(manifest, schema, config.output), io.join(config.output, "README.md"), storage)
 
 
 def unfinished(chunks: list[Chunk], output: str, storage: io.Storage) -> list[Chunk]:
@@ -278,7 +320,7 @@ class WriteChunk(Stage):
 
     name = "write"
     reads = ("key",)
-    writes = ("key", "aggregate", "marker")
+    writes = ("key", "aggregate", "marker", "fingerprint")
 
     def __init__(self, config: CurateConfig, policy: Policy):
         self.config, self.policy = config, policy
@@ -303,7 +345,7 @@ def run_phase3(config: CurateConfig, chunks: list[Chunk], policy: Policy, storag
     for row in ex.map(WriteChunk(config, policy), [{"key": c.key} for c in chunks], window=window,
                       label="phase 3/3 write", size=lambda c: nbytes[c["key"]],
                       records=lambda r: sum(x["records"] for x in json.loads(r["aggregate"])["chunks"].values())):
-        stats.append(json.loads(row["marker"]))
+        stats.append({**json.loads(row["marker"]), "fingerprint": row["fingerprint"]})
         merged = merge([merged, json.loads(row["aggregate"])])
     return stats, merged
 

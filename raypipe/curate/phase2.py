@@ -9,18 +9,22 @@ to the executor (raypipe.executor: fractional CPUs on Ray, no actor pool, so not
 small machine; or the calling process); the pure logic is in
 raypipe.curate.dedup_buckets, groupby and radix. Writes `_work/dedup/part-{key}.parquet` (the fixes phase 3
 applies), `_work/reference_steps/` (with --reference-source) and `_work/select/keys/` (each chunk's rank keys,
-read again by the later passes).
+read again by the later passes). The audit of the references (raypipe.curate.audit) runs between the duplicates
+and the thresholds, so that rows kept out for a suspect reference are not ranked.
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from raypipe.core import io
-from raypipe.core.policy import Policy
+from raypipe.core.graders import GRADERS
+from raypipe.core.policy import Policy, suspect_rows
 from raypipe.core.registry import load_plugins
-from raypipe.curate import groupby, radix
+from raypipe.core.scoring import ScoringConfig
+from raypipe.curate import audit, groupby, radix
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.dedup import KEY_COLUMNS
 from raypipe.executor import Executor
@@ -85,6 +89,34 @@ def _reference_combine(output, storage, bucket, *parts):
     return table.num_rows
 
 
+def _audit_partial(output, storage, key, buckets):
+    fs, path = storage.filesystem(_scored(output, key))
+    if set(audit.COLUMNS) - set(pq.read_schema(path, filesystem=fs).names):  # scored without answers: no audit
+        parts = [audit.PARTIAL_SCHEMA.empty_table()] * buckets
+    else:
+        columns = list(dict.fromkeys(KEY_COLUMNS + audit.COLUMNS))
+        ranked = groupby.ranked_rows(io.read_parquet(_scored(output, key), storage, columns=columns),
+                                     _fixes(output, key, storage))
+        parts = groupby.partition_problems(audit.partial(ranked), buckets)
+    return tuple(parts) if buckets > 1 else parts[0]
+
+
+def _audit_combine(scoring_json, plugins, min_samples, *parts):
+    load_plugins(plugins)
+    scoring = ScoringConfig.model_validate_json(scoring_json)
+    graders = []  # set up at the first comparison: most buckets need none (and no verifier process)
+
+    def grade(pairs):
+        if not graders:
+            graders.append(GRADERS.create(scoring.grader, scoring).setup())
+        return graders[0].grade_many(pairs)
+    try:
+        return audit.suspects(list(parts), grade, min_samples)
+    finally:
+        for g in graders:
+            g.close()
+
+
 def _keys_pass(output, storage, key, columns, pos_base, policy_json, plugins):
     load_plugins(plugins)  # the run's own proxies and rules, registered in this worker too
     policy = Policy.model_validate_json(policy_json)
@@ -93,6 +125,8 @@ def _keys_pass(output, storage, key, columns, pos_base, policy_json, plugins):
     if policy.reference_steps_file:
         reference = groupby.read_reference(output, storage, policy.reference_steps_file)
         policy = groupby.chunk_policy(policy, ranked, reference)
+    if policy.suspect_references:  # rows kept out for their reference are not ranked
+        ranked = ranked.filter(pa.array(~suspect_rows(ranked, policy)))
     keys = radix.key_table(ranked, policy, pos_base)
     io.write_parquet(keys, _keys_uri(output, key), storage)
     return (radix.count_chunk(keys, None), groupby.markup_counts(ranked, pos_base),
@@ -111,6 +145,8 @@ def rank_columns(config: CurateConfig) -> list[str]:
     needed = config.policy().columns() + KEY_COLUMNS + ["markup"]
     if config.reference_source or config.reference_input:
         needed += ["problem_id", "n_steps"]
+    if config.on_suspect_reference == "keep-out":  # (with problem_id, branch_scores reads n_steps too)
+        needed += ["problem_id", "reference_answer", "n_steps"]
     return list(dict.fromkeys(needed))
 
 
@@ -121,9 +157,11 @@ def reference_folder(output: str) -> str:
 
 def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage, ex: Executor,
                   buckets: int | None = None, bucket_limit: int = 4096,
-                  reference_chunks: list[str] = ()) -> tuple[Policy, dict]:
-    """Duplicate fixes, reference steps, exact thresholds and markup_by_source over all scored chunks.
-    `reference_chunks`: the keys of the --reference-input's chunks, scored under reference_folder(output)."""
+                  reference_chunks: list[str] = (), frozen: Policy | None = None) -> tuple[Policy, dict]:
+    """Duplicate fixes, the audit of the references, reference steps, exact thresholds and markup_by_source over all
+    scored chunks. `reference_chunks`: the keys of the --reference-input's chunks, scored under
+    reference_folder(output). `frozen`: an earlier run's policy (--policy-from), returned after the duplicates and
+    the audit instead of measuring one. The summary's `suspect_references` lists the audit's findings."""
     out = config.output
     chunks = sorted(chunks, key=lambda c: c["order"])
     n = len(chunks)
@@ -136,10 +174,10 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
     pos_base = {c["key"]: names.index(f"part-{c['key']}.parquet") << 32 for c in chunks}
     def task(f, *args, num_returns=1):
         return ex.submit(f, *args, cpus=TASK_CPUS, num_returns=num_returns)
-    summary: dict = {"chunks": n, "buckets": b, "duplicates": 0, "renamed": 0}
+    summary: dict = {"chunks": n, "buckets": b, "duplicates": 0, "renamed": 0, "suspect_references": []}
     policy = config.policy()
     if n == 0:
-        return policy, summary
+        return frozen or policy, summary
 
     # 1. duplicates and shared ids: partition by hash, one task per bucket, fixes written per chunk
     io.remove_tree(io.join(out, "_work", "dedup"), storage)
@@ -160,7 +198,21 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         summary["renamed"] += counts["renamed"]
     ex.gather(writes, add_dedup)
 
-    # 2. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
+    # 2. the audit: (problem, reference, answer, source) tallies per chunk, verified per problem bucket
+    parts = [task(_audit_partial, out, storage, c["key"], b, num_returns=b) for c in chunks]
+    parts = [p if isinstance(p, list) else [p] for p in parts]
+    found = [task(_audit_combine, config.scoring().model_dump_json(), list(config.plugins),
+                  config.suspect_min_samples, *(p[j] for p in parts)) for j in range(b)]
+    del parts
+    ex.gather(found, summary["suspect_references"].extend)
+    summary["suspect_references"].sort(key=lambda s: (s["problem_id"], s["reference"]))
+    if frozen is not None:
+        return frozen, summary
+    if config.on_suspect_reference == "keep-out":
+        policy = policy.model_copy(update={"suspect_references": [
+            (s["problem_id"], s["reference"]) for s in summary["suspect_references"]]})
+
+    # 3. reference steps: (problem_id -> sum, count) per chunk, combined per problem bucket into a Parquet folder
     columns = rank_columns(config)
     sources: set[str] = set()
     if config.reference_input or config.reference_source:
@@ -185,7 +237,7 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         summary["reference_problems"] = problems
         policy = policy.model_copy(update={"reference_steps_file": groupby.REFERENCE_DIR})
 
-    # 3. the rank keys of every chunk (written once), markup counts, then radix passes over the key files
+    # 4. the rank keys of every chunk (written once), markup counts, then radix passes over the key files
     io.remove_tree(io.join(out, "_work", "select"), storage)
     first: dict[str, np.ndarray] = {}
     markups: dict = {}

@@ -99,7 +99,7 @@ def build_manifest(config, inputs: list[str], stats: list[dict], merged: dict, d
         "policy": json.loads(policy.model_dump_json()),
         "versions": versions(config.lexicon, config.grader),
         "inputs": [{"uri": s["uri"], "rows": _rows(s), "records": s.get("records", _rows(s)),
-                    "rejected": s["rejected"]} for s in stats],
+                    "rejected": s["rejected"], "fingerprint": s.get("fingerprint")} for s in stats],
         "synthetic_input": config.synthetic,
         "timing": {"seconds": round(seconds, 3), "response_bytes": total_bytes,
                    "MB_per_s": round(total_bytes / 1e6 / seconds, 3) if seconds else None},
@@ -205,6 +205,25 @@ def reasons_html(manifest: dict) -> str:
     return out
 
 
+def suspect_table(manifest: dict) -> str:
+    """The audit of the references (raypipe.curate.audit): the problems whose reference agreeing answers contradict,
+    each with the opening of its problem and example row ids."""
+    audit = manifest.get("suspect_reference") or {}
+    if not audit.get("problems"):
+        return ""
+    kept_out = {tuple(x) for x in audit.get("kept_out", [])}
+    rows = [[p["problem_id"], p.get("problem", ""), p["reference"], " = ".join(p["spellings"]), p["rows"],
+             p["correct_rows"], ", ".join(f"{s} ({n})" for s, n in p["sources"].items()),
+             ", ".join(f"{e['source']}: {e['id']}" for e in p.get("examples", [])),
+             "kept out" if (p["problem_id"], p["reference"]) in kept_out else "flagged"] for p in audit["problems"]]
+    return (f"<h2>Suspect references</h2><p>{len(rows)} problems whose reference answer is contradicted by agreeing "
+            "answers (verified equal to each other, from two sources or "
+            f"{audit.get('min_samples')} rows, more than give the reference). Kept out: their rows are dropped with "
+            "reason <code>suspect_reference</code>; flagged: decided as usual. Nothing is re-labelled.</p>"
+            + table(rows, ["problem_id", "problem", "reference", "agreed answer (spellings)", "rows agreeing",
+                           "rows correct", "sources (rows)", "examples (source: id)", "action"]))
+
+
 def render_html(manifest: dict, figures: dict[str, str], examples: str = "") -> str:
     c = manifest["counts"]
     banner = ("<p class=warn><b>Synthetic input:</b> this run used a generated sample, not real trajectories.</p>"
@@ -233,7 +252,7 @@ def render_html(manifest: dict, figures: dict[str, str], examples: str = "") -> 
 {manifest['policy']['drop_top']:.0%} per source; {html.escape(manifest['rounding'])}.</p>
 {table(per_source, ['source', 'records', 'kept', 'dropped', 'correct', 'unverified', 'threshold',
                     'median branch_ratio (correct and others, unverified apart)'])}
-{notes}
+{notes}{suspect_table(manifest)}
 {"<p><a href='#examples'>Examples</a>: kept and dropped records, their steps and markers.</p>" if examples else ""}
 {reasons_html(manifest)}
 <h2>What was read</h2>

@@ -22,11 +22,10 @@ from raypipe.core.proxies import PROXIES
 from raypipe.core.registry import load_plugins
 from raypipe.core.schema import records_table
 from raypipe.core.scoring import DECISION_FIELDS, SCORE_FIELDS, Scorer, ScoringConfig
+from raypipe.core.versions import DECISION_VERSIONS  # manifest versions that change a decision when they differ
 from raypipe.core.versions import versions as current_versions
 
 DEFAULT_SOURCE = "online"
-# Manifest versions that change a decision when they differ from this process's.
-DECISION_VERSIONS = ("lexicon", "lexicon_markers", "verifier", "schema")
 TEXT_FIELDS = ("id", "source", "problem", "reference_answer", "response", "thinking", "meta")
 
 
