@@ -9,6 +9,8 @@ one run:
   2b. the same kernels in one process per core, no Ray (the machine's own ceiling for parallel work);
   3. the full Ray Data job (raypipe curate) on all cores, starting its local Ray (as `make demo` does);
   4. the same job on a Ray that is already running (as a job submitted to a cluster finds it);
+  6. the demo: `raypipe curate` on the 600 real rows as a new user runs it (command start to manifest, a process of
+     its own: in process below --in-process-below-mb, and forced onto Ray), against the naive script on them;
   5. with --nested-gb > 0, the full job on the same trajectories in nested layouts read row by row (chat
      messages with reasoning_content; OpenR1 rows of 4 generations each), to set beside the flat fast path.
 The naive script is far too slow for 1 GB, so it runs on a time budget and its rate is reported per MB.
@@ -183,11 +185,31 @@ def full_job(corpus: Path, out: Path, cpus: int, fmt: str | None = None, warm: b
     if warm:
         ensure_ray(cpus)
     t0 = time.perf_counter()
-    m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True, format=fmt))
+    m = run_curate(CurateConfig(input=str(corpus), output=str(out), num_cpus=cpus, overwrite=True, format=fmt,
+                                in_process_below_mb=0))
     seconds = time.perf_counter() - t0
     ray.shutdown()
     nbytes = sum(os.path.getsize(f) for f in glob.glob(str(corpus / "*.jsonl")))
     return m["counts"]["records"], nbytes, seconds
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def demo(out: Path, cpus: int, on_ray: bool) -> float:
+    """`raypipe curate` on the real trajectories in a process of its own, as `make demo` runs it: seconds from the
+    command's start to its exit (the manifest is its last write)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "raypipe.cli", "curate", "--input", str(SHARED / "trajectories"), "--output",
+           str(out), "--overwrite", "--num-cpus", str(cpus), *(["--in-process-below-mb", "0"] if on_ray else [])]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -210,8 +232,11 @@ def main() -> None:
     skip = set(args.skip.split(","))
     if "naive" not in skip:
         results["1 naive script, 1 process"] = (*naive(files, args.naive_seconds), 1)
+    kernel_cpu = None
     if "kernels" not in skip:
+        c0 = cpu_seconds()
         results["2 raypipe kernels, 1 process"] = (*kernels(files, work / "kernels-out"), 1)
+        kernel_cpu = cpu_seconds() - c0  # the kernels' process and its math-verify worker
     if "parallel" not in skip and cpus > 1:
         results[f"2b kernels, {cpus} processes, no Ray"] = (
             *parallel_kernels(files, work / "parallel-out", cpus), cpus)
@@ -226,6 +251,16 @@ def main() -> None:
             build_corpus(work / f"corpus-{layout}", args.nested_gb, args.shards, layout)
             results[f"{i} curate --format {fmt}, {cpus} cores"] = (
                 *full_job(work / f"corpus-{layout}", work / f"job-out-{layout}", cpus, fmt), cpus)
+    demo_figures = {}
+    if "demo" not in skip:
+        real = sorted((SHARED / "trajectories").glob("*.jsonl"))
+        rows, nbytes, naive_s = naive(real, float("inf"))
+        demo_figures = {"naive": naive_s, "in process": demo(work / "demo-out", cpus, on_ray=False),
+                        "on Ray": demo(work / "demo-ray-out", cpus, on_ray=True)}
+        print(f"demo, {rows} real rows ({nbytes / 1e6:.1f} MB): naive script {naive_s:.1f}s; raypipe curate (command "
+              f"start to manifest) in process {demo_figures['in process']:.1f}s, on its own Ray "
+              f"{demo_figures['on Ray']:.1f}s; ratio to the naive script {demo_figures['in process'] / naive_s:.2f} "
+              f"(on Ray {demo_figures['on Ray'] / naive_s:.2f}; target <= 0.5)")
     print(f"\n{'stage':40s} {'rows':>9s} {'MB':>8s} {'sec':>8s} {'rows/s':>9s} {'MB/s':>8s} {'MB/s/core':>10s}")
     rates = {}
     for name, (rows, nbytes, sec, cores) in results.items():
@@ -243,6 +278,17 @@ def main() -> None:
             if base in per_core and job in per_core and job != base:
                 print(f"per core: ({job}) / ({base}) = {per_core[job] / per_core[base]:.2f}"
                       + (" (target >= 0.8)" if base == "2" and job != "2b" else ""))
+    figures = {}
+    if "2b" in per_core:
+        figures.update(job_vs_ceiling_running=per_core.get("4", 0) / per_core["2b"],
+                       job_vs_ceiling_own=per_core.get("3", 0) / per_core["2b"])
+    if "1" in per_core and "2" in per_core:
+        figures["kernels_vs_naive"] = per_core["2"] / per_core["1"]
+    if kernel_cpu:
+        figures["kernels_mb_per_cpu_s"] = results["2 raypipe kernels, 1 process"][1] / 1e6 / kernel_cpu
+    if demo_figures:
+        figures["demo_vs_naive"] = demo_figures["in process"] / demo_figures["naive"]
+    print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pytest
 from raypipe.curate.config import CurateConfig
 from raypipe.curate.job import ConfigMismatch, run_curate
 from raypipe.core.policy import n_to_drop
-from tests.conftest import R1, ROOT, TRAJECTORIES
+from tests.conftest import R1, ROOT, TRAJECTORIES, raypipe_cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -168,7 +168,9 @@ def _split_input(dst: Path, n_shards: int = 12) -> None:
 
 
 def _curate_cmd(inp: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "raypipe.cli", "curate", "--input", str(inp), "--output", str(out), "--num-cpus", "2"]
+    # on its own Ray (an input this small would be curated in process): the job killed is the Ray job
+    return [sys.executable, "-m", "raypipe.cli", "curate", "--input", str(inp), "--output", str(out), "--num-cpus", "2",
+            "--in-process-below-mb", "0"]
 
 
 def test_resume_after_kill(spawn, ray_local, tmp_path, shared_data):
@@ -269,3 +271,29 @@ def test_job_entrypoint_documents_every_flag(spawn):
     for flag in ("--input", "--output", "--drop-top", "--rule", "--proxy", "--lexicon", "--reference-source",
                  "--config", "--delete-steps", "--s3-endpoint", "--overwrite", "--keep-incorrect"):
         assert flag in out.stdout
+
+
+def test_a_small_input_is_curated_in_process_with_the_outputs_of_ray(local_run, spawn, tmp_path):
+    """Below --in-process-below-mb, with no cluster to join and no Ray running, `raypipe curate` starts no Ray: the
+    same stages in the calling process give the Ray run's rows, decisions and thresholds (only the verifier's own
+    timing column, verify_ms, differs between any two runs)."""
+    import pyarrow.parquet as pq
+
+    ray_out, ray_manifest = local_run
+    out = tmp_path / "in-process"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_JOB_SUBMISSION_ID")}
+    p = subprocess.run([*raypipe_cli(), "curate", "--input", str(TRAJECTORIES), "--output", str(out),
+                        "--num-cpus", "2"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "no Ray started" in p.stderr + p.stdout and "Started a local Ray instance" not in p.stderr
+    for part in ("curated", "dropped", "rejects"):
+        names = sorted(f.name for f in (ray_out / part).glob("*.parquet"))
+        assert names == sorted(f.name for f in (out / part).glob("*.parquet"))
+        for name in names:
+            a, b = (pq.read_table(d / part / name) for d in (ray_out, out))
+            assert a.schema == b.schema and a.num_rows == b.num_rows
+            for col in a.column_names:
+                assert col == "verify_ms" or a[col].equals(b[col]), (part, name, col)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("counts", "by_source", "policy", "suspect_reference", "input_fingerprint", "drop_reasons"):
+        assert manifest[key] == ray_manifest[key], key

@@ -71,9 +71,13 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
                                   "reject naming it, and the rest is curated (default: the job stops before any work "
                                   "and names it)")
 
+    in_process_below_mb: float = Field(128, ge=0, description="an input smaller than this many MB is curated in "
+                                       "this process, without starting Ray, when there is no cluster to join and no "
+                                       "Ray running here: the same stages and the same outputs (0: always on Ray)")
+
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers",
-        "block_mb", "min_actors", "max_actors", "verifier_cpus",
+        "block_mb", "min_actors", "max_actors", "verifier_cpus", "in_process_below_mb",
         "skip_unreadable")  # a run it lets finish would have stopped without it: no outputs of its own to tell apart
     HASHED_SINCE_V1: ClassVar[tuple[str, ...]] = (
         "delete_steps", "drop_top", "input", "keep_incorrect", "lexicon", "max_response_chars", "output", "proxy",

@@ -39,7 +39,7 @@ from raypipe.curate.phase2 import reference_folder, select_policy
 from raypipe.curate.precheck import DEADLINE_S, check_inputs
 from raypipe.core.registry import load_plugins
 from raypipe.core.stage import Stage
-from raypipe.executor import Executor, Pool, RayExecutor
+from raypipe.executor import Executor, LocalExecutor, Pool, RayExecutor
 from raypipe.ray_env import quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunk, finish, marker_uri, scored_uri
@@ -123,9 +123,13 @@ def run_curate(config: CurateConfig) -> dict:
     chunks = plan_inputs(config, config.input, storage)  # stops here, before any work, at an unusable file
     reference = plan_inputs(config, config.reference_input, storage) if config.reference_input and not earlier else None
     _prepare_output(config, storage)
-    ensure_ray(config.num_cpus, plugins=config.plugins)
-    with quiet_ray():
-        manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference, earlier)
+    if in_process(config, chunks + (reference or [])):
+        _say(f"in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; no Ray started)")
+        manifest = _run(config, storage, chunks, t_start, LocalExecutor(config.num_cpus), reference, earlier)
+    else:
+        ensure_ray(config.num_cpus, plugins=config.plugins)
+        with quiet_ray():
+            manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference, earlier)
     c = manifest["counts"]
     n_damage = len(manifest["damage"])
     damaged = f" ({n_damage} of the rejects for damaged input: manifest.json 'damage')" if n_damage else ""
@@ -134,6 +138,18 @@ def run_curate(config: CurateConfig) -> dict:
     for line in closing_lines(manifest, config.output):
         _say(line)
     return manifest
+
+
+def in_process(config: CurateConfig, chunks: list[Chunk]) -> bool:
+    """A small input on a machine with no cluster to join and no Ray running here: Ray's start would cost more than
+    the work (a submitted job, or a caller that started Ray, runs on it)."""
+    import sys
+
+    from raypipe.ray_env import in_cluster_job
+
+    ray_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    return (sum(c.nbytes for c in chunks) < config.in_process_below_mb * (1 << 20) and not in_cluster_job()
+            and not ray_running)
 
 
 def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chunk]:
