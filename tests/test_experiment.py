@@ -156,6 +156,7 @@ def test_unknown_arm_and_changed_finished_stage_are_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.study
 @pytest.mark.timeout(1800)
 def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(spawn, tmp_path, tiny_model_path):
     """cluster/experiments/paper-cpu.yaml (R1 against Sky-T1 on AIME 2024, paired by id), with five of its arms and

@@ -37,6 +37,7 @@ def study(tmp_path_factory, spawn) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.study
 @pytest.mark.timeout(1000)
 def test_a_short_run_lifts_the_student_beyond_chance_on_every_seed(study):
     from raypipe.experiment.stats import paired_test
@@ -62,6 +63,7 @@ def test_a_short_run_lifts_the_student_beyond_chance_on_every_seed(study):
 
 
 @pytest.mark.slow
+@pytest.mark.study
 def test_the_trained_student_stops_at_its_end_of_turn_and_a_cut_reply_keeps_its_markup(study):
     from raypipe.eval.hf_engine import HFEngine
     from raypipe.eval.prompting import messages

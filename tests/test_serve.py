@@ -507,15 +507,6 @@ def test_readme_jsonl_example_filters_a_stream_through_the_client(servers, tmp_p
     assert kept == want and 0 < len(kept) < 40
 
 
-def test_sigterm_stops_the_server_cleanly(servers):
-    """Last in the module: the main server (manifest on S3, token from the environment) exits 0 on SIGTERM."""
-    import httpx
-
-    assert httpx.get(servers["main"] + "/healthz").status_code == 200
-    rc = servers["main_process"].stop()
-    assert rc == 0, (servers["logs"] / "main.log").read_text()[-3000:]
-
-
 def test_generation_scored_by_the_service_decides_as_in_process(servers, capsys, tmp_path, monkeypatch):
     """`raypipe generate --scorer URL` (the running service, on the batch run's manifest) gives each streamed unit the
     decision that the workers' own scorer gives with the same thresholds (--reference-manifest)."""
@@ -542,3 +533,11 @@ def test_generation_scored_by_the_service_decides_as_in_process(servers, capsys,
     assert {d for _, d, _ in remote.values()} == {"keep", "drop"}
     assert {r.split(";")[0] for _, _, r in remote.values()} >= {"kept", "verdict:wrong"}
 
+
+def test_sigterm_stops_the_server_cleanly(servers):
+    """Last in the module: the main server (manifest on S3, token from the environment) exits 0 on SIGTERM."""
+    import httpx
+
+    assert httpx.get(servers["main"] + "/healthz").status_code == 200
+    rc = servers["main_process"].stop()
+    assert rc == 0, (servers["logs"] / "main.log").read_text()[-3000:]

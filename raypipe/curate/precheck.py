@@ -60,18 +60,26 @@ def check_inputs(files: list[tuple[str, int]], storage: Storage, fmt: InputForma
         sniffs = {pool.submit(check_jsonl, u, storage, fmt): u for u, _ in files if not u.endswith(".parquet")}
         done, late = wait(sniffs, timeout=max(0.0, t_end - time.monotonic()), return_when=FIRST_EXCEPTION)
         for f, uri in footers.items():
-            meta, problem = f.result()
+            meta, problem = _result(f, uri)
             if meta is not None:
                 out.footers[uri] = meta
             if problem:
                 out.unusable[uri] = problem
         for f in done:
-            if problem := f.result():
+            if problem := _result(f, sniffs[f]):
                 out.unusable[sniffs[f]] = problem
         out.unchecked = sorted(sniffs[f] for f in late)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return out
+
+
+def _result(future, uri: str):
+    """A check's result; storage that failed for good (after the SDK's and our retries) is an error naming the file."""
+    try:
+        return future.result()
+    except OSError as e:
+        raise OSError(f"cannot read {uri}: {_one_line(str(e))}") from e
 
 
 def check_parquet(uri: str, storage: Storage, fmt: InputFormat | None) -> tuple[pq.FileMetaData | None, str | None]:
