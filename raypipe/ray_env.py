@@ -55,6 +55,11 @@ def local_ray_defaults() -> None:
             os.environ.setdefault(key, value)
 
 
+def ray_running() -> bool:
+    """Ray is initialised in this process (asked without importing Ray when nothing has)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 1024,
                metrics_export_port: int | None = None, plugins: list[str] | tuple[str, ...] = ()) -> None:
     """Connect to the cluster named by `address` / RAY_ADDRESS, else start a local Ray sized for this machine.
@@ -62,7 +67,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     A local Ray ships the `plugins` modules to its workers. A submitted job's plugins come with its own runtime_env
     (`--working-dir`, or `py_modules`), which Ray puts on every worker.
     """
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+    if ray_running():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:

@@ -143,13 +143,10 @@ def run_curate(config: CurateConfig) -> dict:
 def in_process(config: CurateConfig, chunks: list[Chunk]) -> bool:
     """A small input on a machine with no cluster to join and no Ray running here: Ray's start would cost more than
     the work (a submitted job, or a caller that started Ray, runs on it)."""
-    import sys
+    from raypipe.ray_env import in_cluster_job, ray_running
 
-    from raypipe.ray_env import in_cluster_job
-
-    ray_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     return (sum(c.nbytes for c in chunks) < config.in_process_below_mb * (1 << 20) and not in_cluster_job()
-            and not ray_running)
+            and not ray_running())
 
 
 def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chunk]:
