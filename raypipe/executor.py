@@ -152,6 +152,13 @@ class RayExecutor(Executor):
         """The Arrow tables of a Dataset, block by block in order (empty blocks left out)."""
         return [t for t in (self.ray.get(r) for r in ds.to_arrow_refs()) if t.num_rows]
 
+    def limit(self, ds, n: int):
+        return ds.limit(n)
+
+    def write_parquet(self, ds, uri: str, storage) -> None:
+        fs, path = storage.filesystem(uri)
+        ds.write_parquet(path, filesystem=fs)
+
     def cpus(self) -> float:
         return self.ray.cluster_resources().get("CPU", 1)
 
@@ -271,6 +278,66 @@ class LocalExecutor(Executor):
 
     def get(self, refs):
         return refs
+
+    # Datasets in this process are lists of Arrow tables, in order.
+    def read(self, fn, items, **kwargs):
+        return [fn({k: [v] for k, v in item.items()}, **kwargs) for item in items]
+
+    def read_parquet(self, paths, filesystem, columns):
+        import pyarrow.parquet as pq
+
+        return [pq.read_table(p, filesystem=filesystem, columns=columns) for p in paths]
+
+    def tables(self, ds) -> list:
+        return [t for t in ds if t.num_rows]
+
+    def limit(self, ds, n: int) -> list:
+        out = []
+        for t in ds:
+            if n <= 0:
+                break
+            out.append(t.slice(0, n))
+            n -= out[-1].num_rows
+        return out
+
+    def map_dataset(self, stage, ds, *, pool=None, batch_size, batch_format="pyarrow"):
+        """The tables through the stage in batches of `batch_size` rows, as Ray Data batches them (across tables);
+        `default` / `numpy` batches come as dicts of columns."""
+        import pyarrow as pa
+
+        tables = self.tables(ds)
+        if not tables:
+            return []
+        whole = pa.concat_tables(tables, promote_options="default").combine_chunks()
+        out = []
+        try:
+            for start in range(0, whole.num_rows, batch_size):
+                batch = whole.slice(start, batch_size)
+                result = stage(batch if batch_format == "pyarrow" else batch.to_pydict())
+                out.append(result if isinstance(result, pa.Table) else pa.table(result))
+        finally:
+            if stage._ready:
+                self.stats.setdefault(stage.name, StageStats(stage.name)).add(stage.stats)
+            stage.close()
+        return out
+
+    def write_parquet(self, ds, uri: str, storage) -> None:
+        from raypipe.core import io
+
+        tables = self.tables(ds)
+        if tables:
+            import pyarrow as pa
+
+            io.write_parquet(pa.concat_tables(tables, promote_options="default"), io.join(uri, "part-00000.parquet"),
+                             storage)
+
+
+def in_process(nbytes: int, below_mb: float) -> bool:
+    """A small input, with no cluster to join and no Ray running here: Ray's start would cost more than the work (a
+    submitted job, or a caller that started Ray, runs on it)."""
+    from raypipe.ray_env import in_cluster_job, ray_running
+
+    return nbytes < below_mb * (1 << 20) and not in_cluster_job() and not ray_running()
 
 
 def executor(local: bool = False, num_cpus: int | None = None) -> Executor:

@@ -32,6 +32,13 @@ class LocalRaySettings(SettingsGroup):
                                  validation_alias=AliasChoices("num_cpus", "ray_cpus"))
 
 
+class InProcessSettings(SettingsGroup):
+    in_process_below_mb: float = Field(128, ge=0, description="an input smaller than this many MB is processed in "
+                                       "this process: curated or judged without starting Ray when there is no cluster "
+                                       "to join and no Ray running here, tokenized for SFT without an actor pool; the "
+                                       "same outputs (0: always on Ray)")
+
+
 class ActorPoolSettings(SettingsGroup):
     actors: int | None = Field(None, description="a fixed number of actors in the command's pool (default: "
                                "sized from the cluster)")

@@ -67,7 +67,8 @@ def test_prefix_for_tokens_is_within_one_row():
 
 
 def test_the_budget_measured_on_ray_predicts_what_sft_trains_on(ray_local, tmp_path, tiny_model_path, shared_data):
-    """Lengths come from a Ray Data map over the curated rows (the driver holds ids and integers, not text); the sample the
+    """Lengths come from a Ray Data map over the curated rows (the driver holds ids and integers, not text), the same as
+    in process (a small input's way); the sample the
     budget writes is packed by SFT's own data preparation into exactly the rows and tokens the budget predicted."""
     from raypipe.core import io
     from raypipe.curate.config import CurateConfig
@@ -81,7 +82,10 @@ def test_the_budget_measured_on_ray_predicts_what_sft_trains_on(ray_local, tmp_p
     storage = io.Storage()
     cfg = train(data=str(tmp_path / "sample"), model=tiny_model_path, max_len=8192, overlong="truncate", pack=True,
                 num_workers=1, micro_batch_size=1, grad_accum=1)
-    rows = measure(str(out / "curated"), tiny_model_path, cfg, 0, storage)
+    from raypipe.executor import LocalExecutor, RayExecutor
+
+    rows = measure(str(out / "curated"), tiny_model_path, cfg, 0, storage, RayExecutor())
+    assert measure(str(out / "curated"), tiny_model_path, cfg, 0, storage, LocalExecutor()).equals(rows)
     manifest = json.loads((out / "manifest.json").read_text())
     assert rows.num_rows == manifest["counts"]["kept"] and sorted(rows.column("pos").to_pylist()) == list(
         range(rows.num_rows))

@@ -247,6 +247,16 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, t
         ref = measure_python(thinking, get_lexicon("paper"))
         assert r["n_steps"] == ref["n_steps"] and r["branch_ratio"] == pytest.approx(ref["branch_ratio"])
 
+    # a small input is judged in process (no Ray started: raypipe.diagnostics.judge_job.judge_executor): the same rows
+    from raypipe.diagnostics.dataset import read_trajectories
+    from raypipe.executor import LocalExecutor
+
+    ex, cfg = LocalExecutor(), JudgeConfig(input=f"{shared_data}/[rt]*/*.jsonl", output=str(tmp_path / "here"))
+    here, _ = read_trajectories(cfg.input, io.Storage(), None, ex)
+    ex.write_parquet(cfg.backend_class().from_config(cfg).label(here, ex), str(tmp_path / "here"), io.Storage())
+    by_id = lambda t: sorted(t.to_pylist(), key=lambda r: (r["source"], r["id"]))  # noqa: E731
+    assert by_id(io.read_parquet_dir(str(tmp_path / "here"), io.Storage())) == by_id(pa.Table.from_pylist(rows))
+
     page = tmp_path / "compare.html"
     from conftest import raypipe_cli
 
@@ -262,7 +272,7 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, t
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
-def test_judge_steps_come_from_the_canonical_thinking(ray_local, tmp_path):
+def test_judge_steps_come_from_the_canonical_thinking(tmp_path):
     """The same trace in three markups gets the same steps; curated rows give their `thinking` column (here an
     ablated one, shorter than the raw response), and older curated rows without it are split as curation does."""
     import pyarrow.parquet as pq

@@ -157,10 +157,12 @@ def test_older_curated_data_gives_the_same_training_rows(ray_local, records, cur
 
     legacy = write_curated(tmp_path / "legacy", records, legacy=True)
     got = {}
-    for name, folder in (("columns", curated), ("legacy", legacy)):
-        cfg = TrainConfig(data=str(folder), output=str(tmp_path / name), **RUN)
+    # a small folder is tokenized in the driver; --in-process-below-mb 0 tokenizes it in an actor pool: the same rows
+    for name, folder, below in (("columns", curated, 128), ("legacy", legacy, 128), ("pool", curated, 0)):
+        cfg = TrainConfig(data=str(folder), output=str(tmp_path / name), in_process_below_mb=below, **RUN)
         ds, stats = prepare(cfg, resolve_model("tiny"), Storage(), ["sky-14b", "sky-27b"])
         got[name] = sorted(tuple(int(i) for i in r["input_ids"]) for r in ds.take_all()), stats
+    assert got["columns"] == got["pool"]
     assert got["columns"][0] == got["legacy"][0] and got["columns"][0]
     assert got["columns"][1]["parts_from"] == "thinking/final columns"
     assert got["legacy"][1]["parts_from"].startswith("response (split")

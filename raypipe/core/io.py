@@ -142,6 +142,15 @@ def list_input_files(uri: str, storage: Storage) -> list[tuple[str, int]]:
     return sorted((prefix + p, int(n or 0)) for p, n in found)
 
 
+def total_size(uris: list[str], storage: Storage) -> int:
+    """The bytes of these files together (one request per file)."""
+    total = 0
+    for uri in uris:
+        fs, path = storage.filesystem(uri)
+        total += int(fs.get_file_info(path).size or 0)
+    return total
+
+
 def list_names(uri: str, storage: Storage) -> set[str]:
     """The names of the files directly in a folder (none if it does not exist): one listing request (paginated)."""
     fs, path = storage.filesystem(uri)

@@ -15,7 +15,7 @@ from raypipe.core.scoring import ScoringConfig
 from raypipe.core.settings import (InputSettings, OutputSettings, OverwriteSettings, SeedSettings, Settings,
                                    SettingsGroup, SourceSettings)
 from raypipe.curate.audit import ReferenceAuditSettings
-from raypipe.ray_env import ActorPoolSettings, LocalRaySettings
+from raypipe.ray_env import ActorPoolSettings, InProcessSettings, LocalRaySettings
 
 
 class ReadSettings(SettingsGroup):
@@ -32,7 +32,8 @@ class ReadSettings(SettingsGroup):
 
 
 class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, ScoringConfig, PolicySettings,
-                   ReferenceAuditSettings, StorageSettings, LocalRaySettings, ActorPoolSettings, OverwriteSettings):
+                   ReferenceAuditSettings, StorageSettings, LocalRaySettings, InProcessSettings, ActorPoolSettings,
+                   OverwriteSettings):
     HELP: ClassVar[dict[str, str]] = {
         "input": "input file, folder or glob of JSONL (.gz/.zst) or Parquet; local or s3://",
         "output": "output folder, local or s3://: curated/ dropped/ rejects/ manifest.json report.html",
@@ -70,10 +71,6 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
                                   "a compressed file that does not decode) or whose fields fit no format is one "
                                   "reject naming it, and the rest is curated (default: the job stops before any work "
                                   "and names it)")
-
-    in_process_below_mb: float = Field(128, ge=0, description="an input smaller than this many MB is curated in "
-                                       "this process, without starting Ray, when there is no cluster to join and no "
-                                       "Ray running here: the same stages and the same outputs (0: always on Ray)")
 
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers",

@@ -141,12 +141,9 @@ def run_curate(config: CurateConfig) -> dict:
 
 
 def in_process(config: CurateConfig, chunks: list[Chunk]) -> bool:
-    """A small input on a machine with no cluster to join and no Ray running here: Ray's start would cost more than
-    the work (a submitted job, or a caller that started Ray, runs on it)."""
-    from raypipe.ray_env import in_cluster_job, ray_running
+    from raypipe.executor import in_process as small
 
-    return (sum(c.nbytes for c in chunks) < config.in_process_below_mb * (1 << 20) and not in_cluster_job()
-            and not ray_running())
+    return small(sum(c.nbytes for c in chunks), config.in_process_below_mb)
 
 
 def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chunk]:

@@ -17,13 +17,13 @@ from raypipe.diagnostics.judge_base import JUDGE_BACKENDS, JudgeBackend
 from raypipe.eval.config import DtypeSettings
 from raypipe.eval.openai_client import ClientSettings
 from raypipe.eval.sampling import GenerationSettings
-from raypipe.ray_env import ActorPoolSettings, LocalRaySettings
+from raypipe.ray_env import ActorPoolSettings, InProcessSettings, LocalRaySettings
 from raypipe.train.config import RenderSettings
 
 
 class JudgeConfig(Settings, InputSettings, OutputSettings, BackendSettings, ModelSettings, ClientSettings,
                   StructureSettings, GenerationSettings, LimitSettings, BatchSettings, ActorPoolSettings,
-                  LocalRaySettings, StorageSettings):
+                  LocalRaySettings, InProcessSettings, StorageSettings):
     REGISTRIES: ClassVar[dict] = {"backend": JUDGE_BACKENDS}
     DEFAULTS: ClassVar[dict] = {"backend": "keyword", "model": None, "concurrency": 4, "retries": 2,
                                 "request_timeout_s": 120.0, "max_tokens": 2048, "temperature": 0.0, "batch_size": 16}

@@ -1,4 +1,4 @@
-"""Reading trajectories into Ray Data for the diagnostic jobs: one load task per input file, every row kept.
+"""Reading trajectories for the diagnostic jobs (into Ray Data, or Arrow tables in process): one load task per input file, every row kept.
 
 Rows that cannot be read or normalised come through as rows with `error` set (source `(unreadable)`), so the
 per-trajectory outputs always hold one row per input row.
@@ -34,10 +34,12 @@ def _load_batch(batch: dict, storage: io.Storage) -> pa.Table:
     return pa.concat_tables([load_file(str(u), storage) for u in batch["uri"]])
 
 
-def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None):
-    """A Ray Dataset of trajectories (LOADED_SCHEMA), in input order; `limit` keeps the first rows."""
+def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None, ex=None):
+    """The trajectories (LOADED_SCHEMA) as `ex`'s dataset (a Ray Dataset by default), in input order; `limit` keeps
+    the first rows."""
     from raypipe.executor import RayExecutor
 
+    ex = ex or RayExecutor()
     uris = list_diagnostic_inputs(uri, storage)
-    ds = RayExecutor().read(_load_batch, [{"uri": u} for u in uris], storage=storage)
-    return (ds.limit(limit) if limit else ds), uris
+    ds = ex.read(_load_batch, [{"uri": u} for u in uris], storage=storage)
+    return (ex.limit(ds, limit) if limit else ds), uris

@@ -17,6 +17,7 @@ class BatchJudge(JudgeBackend):
     """A backend whose instances label lists of trajectories; label() runs them in an actor pool."""
 
     actor_cpus: float | None = None  # CPUs per actor; None: the actor plan's share
+    in_process = True
 
     def setup(self) -> "BatchJudge":
         """Per actor: clients, models, thread pools."""
@@ -25,10 +26,12 @@ class BatchJudge(JudgeBackend):
     def label_rows(self, rows: list[dict], preps: list[dict]) -> list[dict]:
         raise NotImplementedError
 
-    def label(self, ds):
-        from raypipe.executor import RayExecutor
+    def label(self, ds, ex=None):
+        from raypipe.executor import LocalExecutor, RayExecutor
 
-        ex = RayExecutor()
+        ex = ex or RayExecutor()
+        if isinstance(ex, LocalExecutor):
+            return ex.map_dataset(LabelSteps(self.config), ds, batch_size=self.config.batch_size)
         pool = ex.pool(self.config.actors, reserve_cpus=1)
         print(f"[raypipe] judge: {pool.max_size} labelling actors", flush=True)
         if self.actor_cpus:

@@ -48,8 +48,10 @@ class JudgeBackend:
     def judge_name(cls, config: "JudgeConfig") -> str:
         return f"{cls.name}:{config.model or config.endpoint}"
 
-    def label(self, ds):
-        """The labelled dataset (OUT_SCHEMA rows, one per input row)."""
+    in_process = False  # True: label() takes the in-process executor's datasets too (raypipe.executor)
+
+    def label(self, ds, ex=None):
+        """The labelled dataset (OUT_SCHEMA rows, one per input row), on the executor `ex` (default: Ray)."""
         raise NotImplementedError
 
 

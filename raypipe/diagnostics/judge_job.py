@@ -1,4 +1,4 @@
-"""The step-judge job on Ray Data: number the steps, label them (the configured backend), aggregate, report."""
+"""The step-judge job (on Ray Data, or in this process for a small input): number the steps, label them (the configured backend), aggregate, report."""
 from __future__ import annotations
 
 import json
@@ -14,18 +14,16 @@ def run_judge(config: JudgeConfig) -> dict:
     from raypipe.diagnostics.dataset import read_trajectories
     from raypipe.diagnostics.judge_summary import SUMMARY_COLUMNS, source_summary
     from raypipe.diagnostics.report import write_judge_report
-    from raypipe.ray_env import ensure_ray
 
     t0 = time.time()
-    ensure_ray(config.num_cpus)
     storage = io.Storage(config.s3_endpoint, config.s3_region)
-    ds, uris = read_trajectories(config.input, storage, config.limit)
+    ex = judge_executor(config, storage)
+    ds, uris = read_trajectories(config.input, storage, config.limit, ex)
     print(f"[raypipe] judge ({config.judge_name()}): {len(uris)} input files -> {config.output}", flush=True)
-    labelled = config.backend_class().from_config(config).label(ds)
+    labelled = config.backend_class().from_config(config).label(ds, ex)
     traj_uri = io.join(config.output, "trajectories")
     io.remove_tree(traj_uri, storage)
-    fs, path = storage.filesystem(traj_uri)
-    labelled.write_parquet(path, filesystem=fs)
+    ex.write_parquet(labelled, traj_uri, storage)
     table = io.read_parquet_dir(traj_uri, storage, columns=SUMMARY_COLUMNS)
     summary = {
         "judge": config.judge_name(),
@@ -41,3 +39,18 @@ def run_judge(config: JudgeConfig) -> dict:
     print(f"[raypipe] judge done in {summary['seconds']}s: {summary['rows']} trajectories; "
           f"report {io.join(config.output, 'report.html')}", flush=True)
     return summary
+
+
+def judge_executor(config: JudgeConfig, storage: io.Storage):
+    """In this process for a small input (--in-process-below-mb) with no cluster to join, else on Ray."""
+    from raypipe.diagnostics.inputs import list_diagnostic_inputs
+    from raypipe.executor import LocalExecutor, RayExecutor, in_process
+    from raypipe.ray_env import ensure_ray
+
+    nbytes = io.total_size(list_diagnostic_inputs(config.input, storage), storage)
+    if config.backend_class().in_process and in_process(nbytes, config.in_process_below_mb):
+        print(f"[raypipe] judge: in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; "
+              "no Ray started)", flush=True)
+        return LocalExecutor(config.num_cpus)
+    ensure_ray(config.num_cpus)
+    return RayExecutor()

@@ -20,7 +20,7 @@ class VLLMJudge(JudgeBackend):
         if not config.model:
             raise ValueError("--backend vllm needs --model (a checkpoint path)")
 
-    def label(self, ds):
+    def label(self, ds, ex=None):
         return label_with_vllm(ds, self.config)
 
 

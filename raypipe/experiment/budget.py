@@ -15,6 +15,9 @@ p99 length of the paired data is compared with max_len. All of it goes to <outpu
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import json
 import math
 
@@ -181,13 +184,13 @@ def parquet_files(uri: str, storage: io.Storage) -> list[str]:
     return sorted(n for n in io.list_names(uri, storage) if n.endswith(".parquet"))
 
 
-def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, rule_only: bool = False) -> pa.Table:
+def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, ex, rule_only: bool = False) -> pa.Table:
     """Every row's lengths (Lengths) with its position `pos` in the folder read in file order (not for rule_only
-    rows, which are only counted): a Ray Data map over the rows, so the driver holds each row's source, id and a
-    few integers, never its text."""
+    rows, which are only counted): a map over the rows on the executor `ex` (on Ray, the driver holds each row's
+    source, id and a few integers, never its text)."""
     import pyarrow.dataset as pads
 
-    from raypipe.executor import Pool, RayExecutor
+    from raypipe.executor import Pool
 
     files = parquet_files(uri, storage)
     empty = pa.table({"source": pa.array([], pa.string()), "id": pa.array([], pa.string()), "pos": pa.array([], pa.int64())})
@@ -196,7 +199,6 @@ def measure(uri: str, model_path: str, train, seed: int, storage: io.Storage, ru
     fs, path = storage.filesystem(uri)
     paths = [f"{path.rstrip('/')}/{f}" for f in files]
     names = pads.dataset(paths, filesystem=fs, format="parquet").schema.names
-    ex = RayExecutor()
     ds = ex.read_parquet(paths, fs, [c for c in READ_COLUMNS if c in names])
     out = ex.map_dataset(Lengths(model_path, train, seed, rule_only), ds, batch_size=256,
                          pool=Pool(1, max(1, int(2 * ex.cpus() - 1)), 0.5))
@@ -235,6 +237,22 @@ def write_sample(src: str, chosen: pa.Table, dst: str, storage: io.Storage) -> i
     return out.close()
 
 
+@contextmanager
+def budget_executor(train, folders: list[str], storage: io.Storage) -> Iterator:
+    """The arms' curated data measured in this process when it is small (train's --in-process-below-mb) and there is
+    no cluster to join; else on Ray: a submitted job joins its cluster, a local run starts Ray for the budget alone."""
+    from raypipe.executor import LocalExecutor, RayExecutor, in_process
+    from raypipe.ray_env import ray_session
+
+    files = [io.join(f, part, n) for f in folders for part in ("curated", "dropped")
+             for n in parquet_files(io.join(f, part), storage)]
+    if in_process(io.total_size(files, storage), train.in_process_below_mb):
+        yield LocalExecutor(train.num_cpus)
+        return
+    with ray_session(train.num_cpus):
+        yield RayExecutor()
+
+
 def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     """budget.json for the arms' curated data (reused when its inputs are unchanged), with each arm's train
     settings: data (a seeded sample under budget/<digest>/<arm>/ for rows and tokens), max_steps and epochs.
@@ -251,17 +269,14 @@ def ensure_budget(cfg, train_stages: dict, storage: io.Storage) -> dict:
     previous = read_budget(cfg)
     if previous and previous.get("digest") == digest:
         return previous
-    from raypipe.ray_env import ray_session
-
-    # a submitted job joins its cluster; a local run starts Ray for the budget alone
-    with ray_session(first.num_cpus):
+    with budget_executor(first, [s.settings.data for s in train_stages.values()], storage) as ex:
         model_path = local_model_path(first.model, storage)
         per_arm, usable, before_lens, chosen_pos, rows = {}, {}, {}, {}, {}
         for arm, stage in train_stages.items():
-            curated = measure(io.join(stage.settings.data, "curated"), model_path, first, cfg.seed, storage)
+            curated = measure(io.join(stage.settings.data, "curated"), model_path, first, cfg.seed, storage, ex)
             if not curated.num_rows:
                 raise ValueError(f"arm {arm}: curation kept no rows ({stage.settings.data})")
-            dropped = measure(io.join(stage.settings.data, "dropped"), model_path, first, cfg.seed, storage,
+            dropped = measure(io.join(stage.settings.data, "dropped"), model_path, first, cfg.seed, storage, ex,
                               rule_only=True)
             full = curated.column("raw").to_numpy()
             ok = curated.column("ok").to_numpy(zero_copy_only=False)

@@ -8,7 +8,7 @@ from pydantic import AliasChoices, Field, model_validator
 from raypipe.core.io import StorageSettings
 from raypipe.core.flags import HIDDEN
 from raypipe.core.settings import ModelSettings, OutputSettings, SeedSettings
-from raypipe.ray_env import LocalRaySettings
+from raypipe.ray_env import InProcessSettings, LocalRaySettings
 
 from raypipe.core.prompts import PromptSettings
 from raypipe.train.render import THINK_CLOSE, THINK_OPEN, AssistantFormat
@@ -30,7 +30,8 @@ class RenderSettings(PromptSettings):
         return AssistantFormat(self.think_open, self.think_close, self.prompt_version)
 
 
-class TrainConfig(RenderSettings, ModelSettings, OutputSettings, SeedSettings, StorageSettings, LocalRaySettings):
+class TrainConfig(RenderSettings, ModelSettings, OutputSettings, SeedSettings, StorageSettings, LocalRaySettings,
+                  InProcessSettings):
     HELP: ClassVar[dict[str, str]] = {
         "model": "Hugging Face checkpoint path, s3:// copy of one, or 'tiny'",
         "output": "output folder, local or s3://: model/, train_summary.json, metrics.jsonl, ray/ checkpoints",

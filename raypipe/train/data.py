@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import pyarrow as pa
+
 from raypipe.core.stage import Stage
 from raypipe.train.render import ReasoningDropped, parts_from_response, render
 
@@ -40,6 +42,10 @@ def canonical_parts(batch: dict) -> tuple[list, list]:
     markups = batch["markup"] if "markup" in batch else [None] * len(batch["response"])
     parts = [parts_from_response(r, m) for r, m in zip(batch["response"], markups)]
     return [t for t, _ in parts], [f for _, f in parts]
+
+
+TOKENIZED = pa.schema([("input_ids", pa.list_(pa.int64())), ("labels", pa.list_(pa.int64())), ("source", pa.int64()),
+                       ("status", pa.string()), ("kind", pa.string()), ("cut", pa.int64())])
 
 
 class Tokenize(Stage):
@@ -94,34 +100,61 @@ def pack_batch(batch: dict, max_len: int, pack: bool) -> dict:
     return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "doc_lens", "doc_sources")}
 
 
+def _tokenize_here(tokenize: Tokenize, files: list[str], fs, columns: list[str], has_decision: bool):
+    """A small input tokenized in the driver (no actor to start), then handed to Ray Data as the pool's output."""
+    import pyarrow.compute as pc
+    import ray
+
+    from raypipe.executor import LocalExecutor
+
+    ex = LocalExecutor()
+    tables = ex.read_parquet(files, fs, columns)
+    if has_decision:
+        tables = [t.filter(pc.fill_null(pc.equal(t.column("decision"), "keep"), True)) for t in tables]
+    out = ex.map_dataset(tokenize, tables, batch_size=256, batch_format="default") or [TOKENIZED.empty_table()]
+    out = [t.cast(TOKENIZED) for t in out]
+    pairs, cut = Counter(), 0
+    for t in out:
+        pairs.update(zip(t.column("status").to_pylist(), t.column("kind").to_pylist()))
+        cut += pc.sum(t.column("cut")).as_py() or 0
+    return ray.data.from_arrow(out), pairs, cut
+
+
 def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_actor: float = 0.5):
     """(dataset of training rows, data stats). Materialized, so the row count fixes the step count."""
     import numpy as np
     import pyarrow.dataset as pads
     import ray
 
+    from raypipe.executor import Pool, RayExecutor
+
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # the training prints its own progress
     uri = resolve_data(cfg.data, storage)
     fs, path = storage.filesystem(uri)
-    names = pads.dataset(path, filesystem=fs, format="parquet").schema.names
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    names = dataset.schema.names
     legacy = not {"thinking", "final"} <= set(names)  # an older curated folder: split the raw response
     missing = {"problem", *(["response"] if legacy else [])} - set(names)
     if missing:
         raise ValueError(f"{uri}: not curated trajectories (missing columns {sorted(missing)})")
-    wanted = COLUMNS + (LEGACY_COLUMNS if legacy else ())
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=[c for c in wanted if c in names])
-    if "decision" in names:
-        ds = ds.filter(lambda r: r["decision"] in (None, "keep"))
-    from raypipe.executor import Pool, RayExecutor
-
-    tokenized = RayExecutor().map_dataset(Tokenize(cfg, model_path, sources), ds, batch_size=256,
-                                          batch_format="default", pool=Pool(1, 1, num_cpus_per_actor)).materialize()
-    pairs, tokens_cut = Counter(), 0
-    for b in tokenized.select_columns(["status", "kind", "cut"]).iter_batches(batch_size=4096, batch_format="numpy"):
-        pairs.update(zip(b["status"].tolist(), b["kind"].tolist()))
-        tokens_cut += int(b["cut"].sum())
+    wanted = [c for c in COLUMNS + (LEGACY_COLUMNS if legacy else ()) if c in names]
+    tokenize = Tokenize(cfg, model_path, sources)
+    files = dataset.files
+    if sum(int(i.size or 0) for i in fs.get_file_info(files)) < cfg.in_process_below_mb * (1 << 20):
+        tokenized, pairs, tokens_cut = _tokenize_here(tokenize, files, fs, wanted, "decision" in names)
+    else:
+        ds = ray.data.read_parquet(path, filesystem=fs, columns=wanted)
+        if "decision" in names:
+            ds = ds.filter(lambda r: r["decision"] in (None, "keep"))
+        tokenized = RayExecutor().map_dataset(tokenize, ds, batch_size=256, batch_format="default",
+                                              pool=Pool(1, 1, num_cpus_per_actor)).materialize()
+        pairs, tokens_cut = Counter(), 0
+        for b in tokenized.select_columns(["status", "kind", "cut"]).iter_batches(batch_size=4096,
+                                                                                  batch_format="numpy"):
+            pairs.update(zip(b["status"].tolist(), b["kind"].tolist()))
+            tokens_cut += int(b["cut"].sum())
     status, used = Counter(), Counter()
     for (s, k), n in pairs.items():
         status[s] += n
