@@ -195,9 +195,10 @@ def test_resume_after_kill(spawn, ray_local, tmp_path, shared_data):
     proc.wait(timeout=30)
     finished = len(list(done_dir.glob("*.json")))
     assert 2 <= finished < 12
-    rerun = subprocess.run(_curate_cmd(inp, out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    # resumed in process (the input is small): the chunks Ray finished count, whichever executor resumes them
+    rerun = subprocess.run(_curate_cmd(inp, out)[:-2], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{finished} already scored, {12 - finished} to score" in rerun.stdout
+    assert f"{finished} already scored, {12 - finished} to score" in rerun.stdout and "in this process" in rerun.stdout
     check_contract(out)
     def rows(run, part):  # every column but the measured verification time
         return sorted(json.dumps({k: v for k, v in r.items() if k != "verify_ms"}, sort_keys=True, default=str)

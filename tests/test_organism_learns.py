@@ -12,7 +12,8 @@ import yaml
 
 from conftest import ROOT, raypipe_cli
 
-# A smaller task than the shipped configs' (shorter chains over smaller numbers), so that 300 steps teach it.
+# A smaller task than the shipped configs' (shorter chains over smaller numbers), so that 200 steps teach it: 21 and
+# 27 % on the two seeds against 0 % untrained (150 steps: 13 and 16 %; 300 steps: 89 and 95 %, a minute more).
 TASK = {"seed": 0, "train_problems": 2000, "test_problems": 100, "hard_problems": 60,
         "difficulty": {"max_ops": 3, "max_value": 20, "max_start": 12, "max_add": 5},
         "hard": {"min_ops": 3, "max_ops": 3, "max_value": 20, "min_start": 8, "max_start": 16, "max_add": 5}}
@@ -26,7 +27,7 @@ def study(tmp_path_factory, spawn) -> Path:
     cfg.update(output=str(out / "study"), task={**TASK, "output": str(task)}, model=str(task / "student"),
                source_a=str(task / "teachers" / "divergent.jsonl"), source_b=str(task / "teachers" / "convergent.jsonl"),
                seeds=[0, 1])
-    cfg["train"].update(max_steps=300, epochs=10)
+    cfg["train"].update(max_steps=200, epochs=10)
     cfg["eval"].update(data_dir=str(task / "benchmarks"), max_tokens=200)
     path = out / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
