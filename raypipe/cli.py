@@ -16,19 +16,21 @@ EPILOG = """example:
   raypipe curate --help"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with the command line `argv`, just enough of it to parse that line."""
     parser = argparse.ArgumentParser(prog="raypipe", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in commands():
+    for command in commands(argv):
         add_command(sub, command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     local_ray_defaults()  # before any command imports Ray
-    return execute(parse(build_parser(), argv))
+    argv = sys.argv[1:] if argv is None else argv
+    return execute(parse(build_parser(argv), argv))
 
 
 if __name__ == "__main__":

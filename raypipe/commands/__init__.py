@@ -16,8 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from raypipe.core import flags, settings
 
-# Modules under raypipe.commands that define COMMAND, in the order `raypipe --help` lists them.
-MODULES = ("curate", "inspect", "pair", "sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose",
+# Modules under raypipe.commands that define COMMAND (the command's name, with _ for -), in the order
+# `raypipe --help` lists them.
+MODULES = ("curate", "inspect", "pair", "make_sample", "serve", "train", "eval", "loss_probe", "judge", "diagnose",
            "serve_model", "experiment", "make_task", "generate")
 
 
@@ -41,8 +42,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     return args
 
 
-def commands() -> list[Command]:
-    return [importlib.import_module(f"raypipe.commands.{m}").COMMAND for m in MODULES]
+def commands(argv: list[str] | None = None) -> list[Command]:
+    """Every command; with the command line `argv`, only the command it names (when it names one): a run imports
+    its own command's settings, not every command's."""
+    named = next((a.replace("-", "_") for a in argv or () if not a.startswith("-")), None)
+    modules = [named] if named in MODULES else MODULES
+    return [importlib.import_module(f"raypipe.commands.{m}").COMMAND for m in modules]
 
 
 def add_command(sub, command: Command) -> argparse.ArgumentParser:

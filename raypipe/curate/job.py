@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 
 
@@ -124,7 +125,10 @@ def run_curate(config: CurateConfig) -> dict:
     reference = plan_inputs(config, config.reference_input, storage) if config.reference_input and not earlier else None
     _prepare_output(config, storage)
     if in_process(config, chunks + (reference or [])):
-        _say(f"in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; no Ray started)")
+        if "verify_workers" not in config.model_fields_set:  # this process waits while they grade: one per CPU
+            config = config.model_copy(update={"verify_workers": max(1, int(config.num_cpus or os.cpu_count() or 1))})
+        _say(f"in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; no Ray started; "
+             f"{config.verify_workers} verifier processes)")
         manifest = _run(config, storage, chunks, t_start, LocalExecutor(config.num_cpus), reference, earlier)
     else:
         ensure_ray(config.num_cpus, plugins=config.plugins)
