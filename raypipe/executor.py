@@ -1,6 +1,6 @@
 """The one executor of raypipe's stages (raypipe.core.stage): how a job's steps run, never what they compute.
 
-    ex = executor()                                   # Ray: joins the cluster, or starts a local one
+    ex = executor(nbytes, below_mb)                   # in this process for a small input, else on Ray
     for result in ex.map(ScoreChunk(cfg), chunks, pool=Pool(lo, hi)):   # an autoscaling actor pool
     for result in ex.map(WriteChunk(cfg), chunks, window=4):            # a task per item, `window` in flight
     parts = ex.submit(partition, key, num_returns=8)                    # plain tasks for shuffles
@@ -260,11 +260,15 @@ class LocalExecutor(Executor):
                     stage.stats.counters["records"] = stage.stats.counters.get("records", 0) + records(out)
                 yield out
         finally:
-            if stage._ready:
-                self.stats.setdefault(stage.name, StageStats(stage.name)).add(stage.stats)
-            stage.close()
+            self._finish(stage)
             if bar is not None:
                 bar.close()
+
+    def _finish(self, stage: Stage) -> None:
+        """The stage's counts added to this executor's, then its teardown."""
+        if stage._ready:
+            self.stats.setdefault(stage.name, StageStats(stage.name)).add(stage.stats)
+        stage.close()
 
     def submit(self, fn, *args, cpus=0.5, num_returns=1):
         out = fn(*args)
@@ -316,9 +320,7 @@ class LocalExecutor(Executor):
                 result = stage(batch if batch_format == "pyarrow" else batch.to_pydict())
                 out.append(result if isinstance(result, pa.Table) else pa.table(result))
         finally:
-            if stage._ready:
-                self.stats.setdefault(stage.name, StageStats(stage.name)).add(stage.stats)
-            stage.close()
+            self._finish(stage)
         return out
 
     def write_parquet(self, ds, uri: str, storage) -> None:
@@ -340,6 +342,13 @@ def in_process(nbytes: int, below_mb: float) -> bool:
     return nbytes < below_mb * (1 << 20) and not in_cluster_job() and not ray_running()
 
 
-def executor(local: bool = False, num_cpus: int | None = None) -> Executor:
-    """The executor of a run: in this process, or on Ray (which must be up: raypipe.ray_env.ensure_ray)."""
-    return LocalExecutor(num_cpus) if local else RayExecutor()
+def executor(nbytes: int, below_mb: float, num_cpus: int | None = None, plugins: list[str] | tuple[str, ...] = ()
+             ) -> Executor:
+    """The executor of a job over `nbytes` of input: in this process when in_process() says so, else on Ray (the
+    cluster joined, or a local Ray started: raypipe.ray_env.ensure_ray)."""
+    if in_process(nbytes, below_mb):
+        return LocalExecutor(num_cpus)
+    from raypipe.ray_env import ensure_ray
+
+    ensure_ray(num_cpus, plugins=plugins)
+    return RayExecutor()

@@ -40,7 +40,7 @@ from raypipe.curate.phase2 import reference_folder, select_policy
 from raypipe.curate.precheck import DEADLINE_S, check_inputs
 from raypipe.core.registry import load_plugins
 from raypipe.core.stage import Stage
-from raypipe.executor import Executor, LocalExecutor, Pool, RayExecutor
+from raypipe.executor import Executor, LocalExecutor, Pool, executor
 from raypipe.ray_env import quiet_ray
 from raypipe.curate.markup import expected_markup, fix_chunk, needs_fix, read_votes
 from raypipe.curate.score import ScoreChunk, finish, marker_uri, scored_uri
@@ -112,8 +112,6 @@ def _prepare_output(config: CurateConfig, storage: io.Storage) -> None:
 
 
 def run_curate(config: CurateConfig) -> dict:
-    from raypipe.ray_env import ensure_ray
-
     t_start = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
     earlier = None
@@ -124,16 +122,17 @@ def run_curate(config: CurateConfig) -> dict:
     chunks = plan_inputs(config, config.input, storage)  # stops here, before any work, at an unusable file
     reference = plan_inputs(config, config.reference_input, storage) if config.reference_input and not earlier else None
     _prepare_output(config, storage)
-    if in_process(config, chunks + (reference or [])):
+    ex = executor(sum(c.nbytes for c in chunks + (reference or [])), config.in_process_below_mb, config.num_cpus,
+                  config.plugins)
+    if isinstance(ex, LocalExecutor):
         if "verify_workers" not in config.model_fields_set:  # this process waits while they grade: one per CPU
             config = config.model_copy(update={"verify_workers": max(1, int(config.num_cpus or os.cpu_count() or 1))})
         _say(f"in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; no Ray started; "
              f"{config.verify_workers} verifier processes)")
-        manifest = _run(config, storage, chunks, t_start, LocalExecutor(config.num_cpus), reference, earlier)
+        manifest = _run(config, storage, chunks, t_start, ex, reference, earlier)
     else:
-        ensure_ray(config.num_cpus, plugins=config.plugins)
         with quiet_ray():
-            manifest = _run(config, storage, chunks, t_start, RayExecutor(), reference, earlier)
+            manifest = _run(config, storage, chunks, t_start, ex, reference, earlier)
     c = manifest["counts"]
     n_damage = len(manifest["damage"])
     damaged = f" ({n_damage} of the rejects for damaged input: manifest.json 'damage')" if n_damage else ""
@@ -142,12 +141,6 @@ def run_curate(config: CurateConfig) -> dict:
     for line in closing_lines(manifest, config.output):
         _say(line)
     return manifest
-
-
-def in_process(config: CurateConfig, chunks: list[Chunk]) -> bool:
-    from raypipe.executor import in_process as small
-
-    return small(sum(c.nbytes for c in chunks), config.in_process_below_mb)
 
 
 def plan_inputs(config: CurateConfig, uri: str, storage: io.Storage) -> list[Chunk]:

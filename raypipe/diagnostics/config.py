@@ -21,6 +21,14 @@ from raypipe.ray_env import ActorPoolSettings, InProcessSettings, LocalRaySettin
 from raypipe.train.config import RenderSettings
 
 
+# What both trajectory diagnostics (the judge and the loss probe) read and write.
+TRAJECTORY_HELP = {
+    "input": "trajectories (file, folder, glob; local or s3://) or a curation output folder",
+    "output": "output folder: trajectories/ (Parquet), summary.json, report.html",
+    "limit": "only the first N trajectories",
+}
+
+
 class JudgeConfig(Settings, InputSettings, OutputSettings, BackendSettings, ModelSettings, ClientSettings,
                   StructureSettings, GenerationSettings, LimitSettings, BatchSettings, ActorPoolSettings,
                   LocalRaySettings, InProcessSettings, StorageSettings):
@@ -28,8 +36,7 @@ class JudgeConfig(Settings, InputSettings, OutputSettings, BackendSettings, Mode
     DEFAULTS: ClassVar[dict] = {"backend": "keyword", "model": None, "concurrency": 4, "retries": 2,
                                 "request_timeout_s": 120.0, "max_tokens": 2048, "temperature": 0.0, "batch_size": 16}
     HELP: ClassVar[dict] = {
-        "input": "trajectories (file, folder, glob; local or s3://) or a curation output folder",
-        "output": "output folder: trajectories/ (Parquet), summary.json, report.html",
+        **TRAJECTORY_HELP,
         "backend": "keyword: offline lexicon baseline; openai: any OpenAI-compatible endpoint; vllm: ray.data.llm on "
                    "GPUs",
         "model": "model name at the endpoint (default: the first it lists); for vllm a checkpoint path",
@@ -37,7 +44,6 @@ class JudgeConfig(Settings, InputSettings, OutputSettings, BackendSettings, Mode
         "concurrency": "requests in flight per actor",
         "max_tokens": "answer token limit",
         "temperature": "sampling temperature of the judge",
-        "limit": "only the first N trajectories",
         "batch_size": "trajectories per actor call (vllm: the engine's batch size)",
         "actors": "labelling actors (default: CPUs - 1); vllm: engine replicas (default 1)",
     }
@@ -71,10 +77,8 @@ class LossConfig(RenderSettings, InputSettings, OutputSettings, ModelSettings, L
 
     DEFAULTS: ClassVar[dict] = {"model": "tiny"}
     HELP: ClassVar[dict] = {
-        "input": "trajectories (file, folder, glob; local or s3://) or a curation output folder",
-        "output": "output folder: trajectories/ (Parquet), summary.json, report.html",
+        **TRAJECTORY_HELP,
         "model": "causal LM checkpoint folder (e.g. an SFT job's <output>/model) or 'tiny'",
-        "limit": "only the first N trajectories",
         "batch_size": "trajectories per actor call (results do not depend on it)",
         "actors": "model actors (default: one per GPU, else CPUs - 1)",
     }

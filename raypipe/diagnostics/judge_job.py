@@ -42,15 +42,14 @@ def run_judge(config: JudgeConfig) -> dict:
 
 
 def judge_executor(config: JudgeConfig, storage: io.Storage):
-    """In this process for a small input (--in-process-below-mb) with no cluster to join, else on Ray."""
+    """In this process for a small input (--in-process-below-mb) with no cluster to join, when the backend can run
+    there; else on Ray."""
     from raypipe.diagnostics.inputs import list_diagnostic_inputs
-    from raypipe.executor import LocalExecutor, RayExecutor, in_process
-    from raypipe.ray_env import ensure_ray
+    from raypipe.executor import LocalExecutor, executor
 
     nbytes = io.total_size(list_diagnostic_inputs(config.input, storage), storage)
-    if config.backend_class().in_process and in_process(nbytes, config.in_process_below_mb):
+    ex = executor(nbytes, config.in_process_below_mb if config.backend_class().in_process else 0, config.num_cpus)
+    if isinstance(ex, LocalExecutor):
         print(f"[raypipe] judge: in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; "
               "no Ray started)", flush=True)
-        return LocalExecutor(config.num_cpus)
-    ensure_ray(config.num_cpus)
-    return RayExecutor()
+    return ex
