@@ -335,11 +335,12 @@ class LocalExecutor(Executor):
 
 
 def in_process(nbytes: int, below_mb: float) -> bool:
-    """A small input, with no cluster to join and no Ray running here: Ray's start would cost more than the work (a
-    submitted job, or a caller that started Ray, runs on it)."""
-    from raypipe.ray_env import in_cluster_job, ray_running
+    """A small input, with no cluster to join: Ray's start would cost more than the work. A submitted job runs on its
+    cluster; a Ray this process started does not change the choice, so a run's path never depends on what ran
+    before it (below_mb 0: always on Ray)."""
+    from raypipe.ray_env import in_cluster_job
 
-    return nbytes < below_mb * (1 << 20) and not in_cluster_job() and not ray_running()
+    return nbytes < below_mb * (1 << 20) and not in_cluster_job()
 
 
 def executor(nbytes: int, below_mb: float, num_cpus: int | None = None, plugins: list[str] | tuple[str, ...] = ()

@@ -35,8 +35,8 @@ class LocalRaySettings(SettingsGroup):
 class InProcessSettings(SettingsGroup):
     in_process_below_mb: float = Field(128, ge=0, description="an input smaller than this many MB is processed in "
                                        "this process: curated or judged without starting Ray when there is no cluster "
-                                       "to join and no Ray running here, tokenized for SFT without an actor pool; the "
-                                       "same outputs (0: always on Ray)")
+                                       "to join (a Ray this process started does not change that), tokenized for SFT "
+                                       "without an actor pool; the same outputs (0: always on Ray)")
 
 
 class ActorPoolSettings(SettingsGroup):

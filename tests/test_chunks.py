@@ -83,7 +83,7 @@ def outputs(out: Path) -> dict:
     return {**parts, "counts": manifest["counts"], "thresholds": manifest["policy"]["thresholds"]}
 
 
-def test_split_file_curates_like_unsplit_and_resumes_one_chunk(ray_local, tmp_path, capsys):
+def test_split_file_curates_like_unsplit_and_resumes_one_chunk(tmp_path, capsys):
     from raypipe.curate.config import CurateConfig
     from raypipe.curate.job import run_curate
 

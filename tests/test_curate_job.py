@@ -62,8 +62,9 @@ def check_contract(out: Path, drop_top: float = 0.10) -> dict:
 
 @pytest.fixture(scope="module")
 def local_run(ray_local, tmp_path_factory, shared_data):
+    """The real trajectories curated on Ray (an input this small would run in process without --in-process-below-mb 0)."""
     out = tmp_path_factory.mktemp("curate") / "out"
-    manifest = run_curate(CurateConfig(input=str(TRAJECTORIES), output=str(out), num_cpus=2))
+    manifest = run_curate(CurateConfig(input=str(TRAJECTORIES), output=str(out), num_cpus=2, in_process_below_mb=0))
     return out, manifest
 
 
@@ -83,7 +84,8 @@ def test_s3_gives_the_same_ids_as_local(local_run, s3_bucket):
     s3 = boto3.client("s3", endpoint_url=endpoint)
     for f in TRAJECTORIES.glob("*.jsonl"):
         s3.upload_file(str(f), bucket, f"raw/{f.name}")
-    run_curate(CurateConfig(input=f"s3://{bucket}/raw/", output=f"s3://{bucket}/out", s3_endpoint=endpoint))
+    run_curate(CurateConfig(input=f"s3://{bucket}/raw/", output=f"s3://{bucket}/out", s3_endpoint=endpoint,
+                            in_process_below_mb=0))  # Ray Data reading S3, as on a cluster
     names = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
     assert "out/manifest.json" in names and "out/report.html" in names
     manifest = json.loads(s3.get_object(Bucket=bucket, Key="out/manifest.json")["Body"].read())
@@ -131,7 +133,8 @@ def test_hostile_input(ray_local, tmp_path):
     src.mkdir()
     (src / "hostile.jsonl").write_bytes(b"\n".join(rows) + b"\n")
     t0 = time.time()
-    m = run_curate(CurateConfig(input=str(src), output=str(tmp_path / "out"), verify_timeout_s=2.0))
+    m = run_curate(CurateConfig(input=str(src), output=str(tmp_path / "out"), verify_timeout_s=2.0,
+                                in_process_below_mb=0))  # the actors' verifier workers bound it, as on a cluster
     assert time.time() - t0 < HOSTILE_BOUND_S
     c = m["counts"]
     assert c["input_rows"] == c["records"] == 13 and c["records"] == c["kept"] + c["dropped"] + c["rejected"]
@@ -173,7 +176,7 @@ def _curate_cmd(inp: Path, out: Path) -> list[str]:
             "--in-process-below-mb", "0"]
 
 
-def test_resume_after_kill(spawn, ray_local, tmp_path, shared_data):
+def test_resume_after_kill(spawn, tmp_path, shared_data):
     inp = tmp_path / "in"
     _split_input(inp)
     clean = tmp_path / "clean"
@@ -208,7 +211,7 @@ def test_resume_after_kill(spawn, ray_local, tmp_path, shared_data):
         assert rows(clean, part) == rows(out, part), part
 
 
-def test_step_ratio_and_delete_steps(ray_local, tmp_path, shared_data):
+def test_step_ratio_and_delete_steps(tmp_path, shared_data):
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "sky.jsonl").write_text((TRAJECTORIES / "skyt1_math-correct-5K-14B_amc23.jsonl").read_text())
@@ -228,7 +231,7 @@ def test_step_ratio_and_delete_steps(ray_local, tmp_path, shared_data):
     assert m["config"]["delete_steps"] == 0.1
 
 
-def test_reference_input_is_scored_by_phase_1_and_never_written(ray_local, tmp_path, shared_data, capsys):
+def test_reference_input_is_scored_by_phase_1_and_never_written(tmp_path, shared_data, capsys):
     """--reference-input: B's chunks go through phase 1 into _work/reference/ (resumable like the input's), its
     verified-correct rows' mean steps per problem become the reference; nothing of B reaches the outputs."""
     import numpy as np
@@ -275,7 +278,7 @@ def test_job_entrypoint_documents_every_flag(spawn):
 
 
 def test_a_small_input_is_curated_in_process_with_the_outputs_of_ray(local_run, spawn, tmp_path):
-    """Below --in-process-below-mb, with no cluster to join and no Ray running, `raypipe curate` starts no Ray: the
+    """Below --in-process-below-mb, with no cluster to join, `raypipe curate` starts no Ray: the
     same stages in the calling process give the Ray run's rows, decisions and thresholds (only the verifier's own
     timing column, verify_ms, differs between any two runs)."""
     import pyarrow.parquet as pq

@@ -47,7 +47,7 @@ def altered(tmp_path_factory, shared_data):
 
 
 @pytest.fixture(scope="module")
-def keep_out(ray_local, altered, tmp_path_factory):
+def keep_out(altered, tmp_path_factory):
     out = tmp_path_factory.mktemp("keepout") / "out"
     # a generous verifier bound (inherited by the runs under its policy): a timeout on a loaded machine is a verdict
     cfg = CurateConfig(input=str(altered[0]), output=str(out), on_suspect_reference="keep-out", verify_timeout_s=30)

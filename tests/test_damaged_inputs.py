@@ -184,7 +184,7 @@ def test_damage_becomes_rejects_and_the_counts_add_up(spawn, tmp_path):
                for r in odd_rejects)
 
 
-def test_skip_unreadable_curates_the_good_files_around_the_damaged_ones(ray_local, tmp_path, capsys):
+def test_skip_unreadable_curates_the_good_files_around_the_damaged_ones(tmp_path, capsys):
     from raypipe.curate.job import run_curate
 
     folder = good_inputs(tmp_path / "in")

@@ -93,7 +93,7 @@ def curate(name: str, kind: str, tmp: Path) -> tuple[dict, list[dict]]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_curate_fixture(ray_local, tmp_path, name):
+def test_curate_fixture(tmp_path, name):
     expected, n_rows = expected_of(name), len(rows_of(name))
     runs = {kind: curate(name, kind, tmp_path) for kind in ("jsonl", "parquet")}
     for kind, (manifest, records) in runs.items():
@@ -141,7 +141,7 @@ def check_sft_rendering(records: list[dict], name: str) -> None:
         assert r["thinking"].strip() in tok.decode(trained), (name, r["id"])
 
 
-def test_openr1_generation_ids_are_stable_across_reruns_and_resume(ray_local, tmp_path):
+def test_openr1_generation_ids_are_stable_across_reruns_and_resume(tmp_path):
     """3 OpenR1 rows in 3 files (shards): 4, 2 and 2 generations give `<uuid>#k` ids; a second run and a run that
     resumes after losing one shard's work give the same ids and the same records."""
     from raypipe.curate.config import CurateConfig

@@ -97,7 +97,7 @@ def r1_rows() -> list[dict]:
     return [json.loads(line) for line in open(R1 / "deepseek-r1_aime24.jsonl")]
 
 
-def test_replay_without_a_budget_gives_the_curate_jobs_output(ray_local, capsys, tmp_path):
+def test_replay_without_a_budget_gives_the_curate_jobs_output(capsys, tmp_path):
     r1 = str(R1 / "deepseek-r1_aime24.jsonl")
     printed = generate(capsys, tmp_path / "gen", "--input", r1, "--backend", "replay", "--responses", r1, "--model",
                        "r1", "--abort-when", "none", "--answer-from", "final-or-thinking")

@@ -225,7 +225,8 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, t
     from raypipe.core.lexicon import get_lexicon
     from raypipe.core.structure import measure_python
 
-    summary = run_judge(JudgeConfig(input=f"{shared_data}/[rt]*/*.jsonl", output=str(tmp_path / "j"), num_cpus=2))
+    summary = run_judge(JudgeConfig(input=f"{shared_data}/[rt]*/*.jsonl", output=str(tmp_path / "j"), num_cpus=2,
+                                    in_process_below_mb=0))  # on Ray: compared with the in-process path below
     assert summary["rows"] == 630
     src = summary["sources"]
     assert set(src) >= {"DeepSeek-R1", "Sky-T1-math-correct-5K-27B"} and "(unreadable)" not in src
@@ -247,7 +248,7 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, t
         ref = measure_python(thinking, get_lexicon("paper"))
         assert r["n_steps"] == ref["n_steps"] and r["branch_ratio"] == pytest.approx(ref["branch_ratio"])
 
-    # a small input is judged in process (no Ray started: raypipe.diagnostics.judge_job.judge_executor): the same rows
+    # a small input is judged in process (no Ray started: raypipe.executor.executor): the same rows as on Ray
     from raypipe.diagnostics.dataset import read_trajectories
     from raypipe.executor import LocalExecutor
 

@@ -30,7 +30,7 @@ def curate(tmp_path: Path, name: str, rows: list[dict] | None = None, input_path
     return manifest, written
 
 
-def test_answers_from_the_reasoning_only_when_asked_and_only_for_finished_chains(ray_local, tmp_path):
+def test_answers_from_the_reasoning_only_when_asked_and_only_for_finished_chains(tmp_path):
     need_shared_data()
     plain, out = curate(tmp_path, "final", input_path=R1)
     assert plain["by_source"]["DeepSeek-R1"]["verdicts"]["no_answer"] == 30  # the default reads the final part only
@@ -52,7 +52,7 @@ def row(i, problem="What is 2+2?", answer="4", response=None, **extra):
     return {"id": f"r{i}", "model": "m", "problem": problem, "answer": answer, "response": text, **extra}
 
 
-def test_duplicates_are_dropped_and_shared_ids_renamed_stably(ray_local, tmp_path):
+def test_duplicates_are_dropped_and_shared_ids_renamed_stably(tmp_path):
     rows = [row(0), row(1), {**row(1), "id": "copy-of-1"}, row(1),  # the same trajectory three times
             {**row(2), "id": "r3"}, row(3), {**row(4), "id": "r3"}]  # three contents under id r3
     manifest, out = curate(tmp_path, "dups", rows, keep_incorrect=True)
@@ -72,7 +72,7 @@ def test_duplicates_are_dropped_and_shared_ids_renamed_stably(ray_local, tmp_pat
         sorted((r["row"], r["id"]) for r in kept + dropped)  # stable across reruns
 
 
-def test_unverified_rows_are_never_ranked_and_kept_only_when_asked(ray_local, tmp_path):
+def test_unverified_rows_are_never_ranked_and_kept_only_when_asked(tmp_path):
     branching = "<think>\nPerhaps {i}.\n\nPerhaps.\n\nAlternatively.\n</think>\n\\boxed{{4}}"
     rows = [row(i) for i in range(10)] + [row(100 + i, answer=None, response=branching.format(i=i)) for i in range(5)]
     for r in rows[10:]:
@@ -89,7 +89,7 @@ def test_unverified_rows_are_never_ranked_and_kept_only_when_asked(ray_local, tm
     assert kept_run["by_source"]["m"]["unverified_branch_ratio_quantiles"]["p50"] == 1.0
 
 
-def test_records_not_rows_and_what_was_not_read(ray_local, tmp_path):
+def test_records_not_rows_and_what_was_not_read(tmp_path):
     turn = lambda role, text: {"role": role, "content": text}  # noqa: E731
     rows = [{"id": "a", "messages": [turn("user", "1+1?"), turn("assistant", "<think>\nPerhaps 2.\n</think>\n\\boxed{2}")],
              "answer": "2", "note": "a comment the format does not read"},
@@ -108,7 +108,7 @@ def test_records_not_rows_and_what_was_not_read(ray_local, tmp_path):
     assert "note (1)" in report and "3 input rows gave 3 records" in report
 
 
-def test_empty_reasoning_is_dropped_when_the_format_carries_one(ray_local, tmp_path):
+def test_empty_reasoning_is_dropped_when_the_format_carries_one(tmp_path):
     rows = [{"id": "full", "problem": "1+1?", "answer": "2", "model": "sky",
              "response": "<|begin_of_thought|>\n\nPerhaps 2.\n\n<|end_of_thought|>\n<|begin_of_solution|>\\boxed{2}"
                          "<|end_of_solution|>"},

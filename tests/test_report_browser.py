@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def report(ray_local, shared_data, tmp_path_factory) -> tuple[Path, dict]:
+def report(shared_data, tmp_path_factory) -> tuple[Path, dict]:
     from raypipe.curate.config import CurateConfig
     from raypipe.curate.job import run_curate
 
