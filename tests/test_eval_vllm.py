@@ -42,20 +42,6 @@ def vllm_model(vllm_env):
     return str(path)
 
 
-def test_vllm_backend_through_ray_data_llm(vllm_env, vllm_model, tmp_path):
-    out = tmp_path / "eval-vllm"
-    p = subprocess.run([str(PY), "-m", "raypipe.cli", "eval", "--model", vllm_model, "--backend", "vllm",
-                        "--benchmarks", "aime24", "--limit", "3", "--n", "2", "--max-tokens", "16", "--max-model-len",
-                        "512", "--batch-size", "8", "--data-dir", str(BENCHMARKS), "--output", str(out)],
-                       capture_output=True, text=True, env=vllm_env, timeout=800, cwd=ROOT)
-    assert p.returncode == 0, p.stderr[-4000:]
-    r = json.loads((out / "results.json").read_text())
-    assert r["metrics"]["aime24"]["samples"] == 6 and r["metrics"]["aime24"]["generation_errors"] == 0
-    assert all(s["completion_tokens"] and s["finish_reason"] in ("stop", "length") for s in r["samples"])
-    assert r["stamp"]["engine"]["engine"] == "vllm (ray.data.llm)" and r["stamp"]["engine"]["device"] == "cpu"
-    assert r["stamp"]["engine"]["version"].startswith("0.")
-
-
 def test_serve_llm_hosting_on_cpu(vllm_env, vllm_model, tmp_path):
     import httpx
 
@@ -105,8 +91,9 @@ def test_serve_llm_hosting_on_cpu(vllm_env, vllm_model, tmp_path):
 
 
 def test_the_organism_student_through_vllm(vllm_env, tmp_path):
-    """The model organism's student (make-task) through the vllm backend: vLLM's tokenizer gives the ids raypipe's
-    does (every number one added token), and generation stops on the chat template's end of turn."""
+    """The `vllm` backend (ray.data.llm's vLLM engine processor) on the model organism's student (make-task): vLLM's
+    tokenizer gives the ids raypipe's does (every number one added token), n samples per problem come back stamped,
+    and generation stops on the chat template's end of turn."""
     task = tmp_path / "task"
     code = (f"from raypipe.organism.config import MakeTaskConfig; from raypipe.organism.make import make_task; "
             f"make_task(MakeTaskConfig(output={str(task)!r}, train_problems=200, test_problems=4, hard_problems=4))")
@@ -124,11 +111,15 @@ def test_the_organism_student_through_vllm(vllm_env, tmp_path):
     assert same and n < 30 and stops == ["<|endoftext|>", "<|im_end|>"]
     out = tmp_path / "eval"
     p = subprocess.run([str(PY), "-m", "raypipe.cli", "eval", "--model", str(student), "--backend", "vllm",
-                        "--benchmarks", "organism", "--max-tokens", "12", "--max-model-len", "256", "--temperature",
-                        "0", "--data-dir", str(task / "benchmarks"), "--output", str(out)],
+                        "--benchmarks", "organism", "--n", "2", "--max-tokens", "12", "--max-model-len", "256",
+                        "--temperature", "0", "--batch-size", "8", "--data-dir", str(task / "benchmarks"), "--output",
+                        str(out)],
                        capture_output=True, text=True, env=vllm_env, timeout=800, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-4000:]
     r = json.loads((out / "results.json").read_text())
-    assert r["metrics"]["organism"]["samples"] == 4 and r["metrics"]["organism"]["generation_errors"] == 0
+    assert r["metrics"]["organism"]["samples"] == 8 and r["metrics"]["organism"]["generation_errors"] == 0
+    assert all(s["completion_tokens"] and s["finish_reason"] in ("stop", "length") for s in r["samples"])
+    assert r["stamp"]["engine"]["engine"] == "vllm (ray.data.llm)" and r["stamp"]["engine"]["device"] == "cpu"
+    assert r["stamp"]["engine"]["version"].startswith("0.")
     cut = [s for s in r["samples"] if s["finish_reason"] == "length"]
     assert all(s["verdict"] == "no_answer" for s in cut)

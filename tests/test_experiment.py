@@ -159,7 +159,7 @@ def test_unknown_arm_and_changed_finished_stage_are_refused(tmp_path):
 @pytest.mark.study
 @pytest.mark.timeout(1800)
 def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(spawn, tmp_path, tiny_model_path):
-    """cluster/experiments/paper-cpu.yaml (R1 against Sky-T1 on AIME 2024, paired by id), with five of its arms and
+    """cluster/experiments/paper-cpu.yaml (R1 against Sky-T1 on AIME 2024, paired by id), with four of its arms and
     max_steps: 1 per arm: killed once the first arm's SFT has finished, then resumed to the table."""
     need_shared_data()
     if not R1.is_dir():
@@ -167,9 +167,9 @@ def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(spawn, tmp_
     cfg = yaml.safe_load((ROOT / "cluster" / "experiments" / "paper-cpu.yaml").read_text())
     out = tmp_path / "exp"
     cfg.update(output=str(out), source_a=str(ROOT / cfg["source_a"]), source_b=str(ROOT / cfg["source_b"]))
-    # Four trained arms prove what nine would (pairing, two drop rules and their overlap, a step-deleting arm of the
-    # other teacher, the untrained base): every arm runs the same three stages.
-    cfg["arms"] = ["A-all", "A-drop-top-keyword", "A-drop-random", "B-delete-steps", "base"]
+    # Three trained arms prove what eight would (pairing, two drop rules and their overlap, the untrained base): every
+    # arm runs the same three stages, whatever its curation settings (the stage test checks each arm's settings).
+    cfg["arms"] = ["A-all", "A-drop-top-keyword", "A-drop-random", "base"]
     cfg["train"].update(max_steps=1)
     cfg["eval"].update(limit=1, max_tokens=4, data_dir=str(BENCHMARKS))
     path = tmp_path / "experiment.yaml"
@@ -225,7 +225,7 @@ def test_the_cpu_study_end_to_end_interrupted_after_sft_then_resumed(spawn, tmp_
     assert len(drops["jaccard"]) == 1 and all(n >= 1 for n in drops["dropped"].values())
     assert table["prompt"]["same_in_training_and_evaluation"] and table["budget"]["warning"]
     html = (out / "results.html").read_text()
-    assert "Jaccard" in html and "paired/pairing.json" in html and "arms/B-delete-steps/curate/report.html" in html
+    assert "Jaccard" in html and "paired/pairing.json" in html and "arms/A-drop-random/curate/report.html" in html
     # the step judge of each teacher's paired traces (keyword on CPU): its figures beside the table, its reports linked
     assert set(table["judge"]) == {"A", "B"} and "judge/A/report.html" in html and "Propose share" in html
     for name in ("A", "B"):

@@ -191,11 +191,11 @@ def test_killed_run_resumes_and_matches_uninterrupted(spawn, ray_local, curated,
         _train(ray_local, curated, out, zero=2, fault_at_step=3)
     assert not (out / "model").exists()
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    # Restart as a new job through the CLI, on its own local Ray.
+    # Restart as a new job through the CLI: a new driver on the same Ray, as a resubmitted job would be.
     args = [f"--data={curated}", "--model=tiny", f"--output={out}", f"--max-len={MAX_LEN}", "--overlong=truncate",
             "--pack", "--lr=5e-3", "--max-steps=6", "--epochs=10", "--checkpoint-every=2", "--num-workers=2",
             "--cpus-per-worker=1", "--warmup-ratio=0", "--seed=3", "--zero=2", "--num-cpus=2"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     proc = subprocess.run(raypipe_cli() + ["train", *args], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((out / "train_summary.json").read_text())
