@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe.core.policy import Policy, rank_keys, tiebreaks
+from raypipe.core.policy import Policy, rank_keys
 from raypipe.core.reasons import reason_kind
 from raypipe.core.rules import RULES
 from raypipe.core.verify import CORRECT
@@ -31,6 +31,7 @@ ANSWER_CHARS = 300
 FIXED = ("most_branching", "over_threshold", "under_threshold")
 NUMBERS = ("n_steps", "n_branch_steps", "branch_ratio", "branch_score", "threshold", "n_tokens")
 TEXTS = ("decision", "reason", "verdict")
+BULK = ("response", "thinking", "final", "problem", "meta")  # ranked without; taken for the picked rows only
 
 
 def _col(t: pa.Table, name: str, type_=pa.string()):
@@ -86,11 +87,11 @@ def pick(decided: pa.Table, policy: Policy | None = None) -> dict[str, dict[str,
                                 pc.equal(decided.column("verdict"), CORRECT)), False)
     score = pc.fill_null(_col(decided, "branch_score", pa.float64()), float("nan"))
     candidates = pc.or_(dropped, kept)
-    t = decided.filter(candidates)
+    t = decided.drop_columns([c for c in BULK if c in decided.column_names]).filter(candidates)
+    t = t.append_column("_row", pa.array(np.flatnonzero(candidates.to_numpy(zero_copy_only=False))))
     kind, by_rule, kept, dropped = (pc.filter(x, candidates) for x in (kind, by_rule, kept, dropped))
     score = pc.filter(score, candidates).to_numpy(zero_copy_only=False)
-    tb = tiebreaks(t.column("source").to_pylist(), t.column("id").to_pylist())
-    primary = rank_keys(t, policy, score)[0] if t.num_rows else np.zeros(0)
+    primary, tb = rank_keys(t, policy, score) if t.num_rows else (np.zeros(0), np.zeros(0, dtype=np.int64))
     has_score, ranked = ~np.isnan(score), np.isfinite(primary)
     masks = {"most_branching": (dropped.to_numpy(zero_copy_only=False) & has_score, -score, "ascending")}
     if RULES.get(policy.rule).drops:  # a rule that drops nothing has no threshold to be near
@@ -112,9 +113,11 @@ def pick(decided: pa.Table, policy: Policy | None = None) -> dict[str, dict[str,
         for name, values in cols.items():
             sub = sub.append_column(name, pa.array(values))
         for source, rows in _first(sub, order).items():
-            picked = sub.take(rows).to_pylist()
+            picked = sub.take(rows)
+            texts = decided.select([c for c in BULK if c in decided.column_names]).take(picked.column("_row"))
             out.setdefault(source, {})[category] = [
-                _example(r, _order(r, direction, key is not None)) for r in picked]
+                _example({**r, **full}, _order(r, direction, key is not None))
+                for r, full in zip(picked.to_pylist(), texts.to_pylist())]
     return out
 
 
