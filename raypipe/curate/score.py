@@ -152,15 +152,10 @@ def finish(scored: pa.Table) -> pa.Table:
 def content_hashes(scored: pa.Table) -> pa.Array:
     """What makes two records the same trajectory: source, problem and response. The digest is
     stable_hash(source, problem, response), fed from the columns' UTF-8 buffers without a str per value."""
-    cols = [_utf8_spans(scored.column(c)) for c in ("source", "problem", "response")]
-    out = []
-    for i in range(scored.num_rows):
-        h = hashlib.blake2b(digest_size=16)
-        for data, offsets in cols:
-            h.update(data[offsets[i]:offsets[i + 1]])
-            h.update(b"\x1f")
-        out.append(h.hexdigest())
-    return pa.array(out, pa.string())
+    (sd, so), (pd, po), (rd, ro) = (_utf8_spans(scored.column(c)) for c in ("source", "problem", "response"))
+    sep, blake2b = b"\x1f", hashlib.blake2b
+    return pa.array([blake2b(b"".join((sd[so[i]:so[i + 1]], sep, pd[po[i]:po[i + 1]], sep, rd[ro[i]:ro[i + 1]], sep)),
+                             digest_size=16).hexdigest() for i in range(scored.num_rows)], pa.string())
 
 
 def _utf8_spans(column: pa.ChunkedArray) -> tuple[memoryview, list[int]]:
