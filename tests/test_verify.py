@@ -160,3 +160,21 @@ def test_a_verifier_worker_exits_when_its_parent_dies_mid_comparison(spawn):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the verifier worker outlived its parent")
+
+
+def test_a_comparisons_bound_starts_once_its_worker_has_imported_math_verify():
+    """The bound is on the comparison, not on the worker's start: with a bound half as long as a worker's imports
+    (which a loaded machine stretches past the default bound), the first comparison is still graded."""
+    from raypipe.core.verify import _Worker
+
+    worker = _Worker(2 << 30, 5.0)
+    t0 = time.monotonic()
+    worker.wait_ready()
+    start = time.monotonic() - t0
+    worker.kill()
+    v = Verifier(workers=1, timeout_s=start / 2).setup()
+    try:
+        grades = v.grade_many([("\\frac{1}{2}", "0.5")])
+    finally:
+        v.close()
+    assert [g.verdict for g in grades] == ["correct"], (start, grades)

@@ -178,6 +178,7 @@ def _worker_main(recv_conn, send_conn, memory_limit: int, timeout_s: float) -> N
     import math_verify  # noqa: F401  (import once, before the first task)
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    send_conn.send(READY)  # imports done: the parent starts a comparison's clock only now
 
     while True:
         try:
@@ -199,6 +200,10 @@ def _worker_main(recv_conn, send_conn, memory_limit: int, timeout_s: float) -> N
         send_conn.send((key, verdict, detail))
 
 
+READY = "ready"
+STARTUP_S = 120.0  # the bound on a worker's imports (a loaded machine); a comparison's own bound starts after them
+
+
 class _Worker:
     """A verifier subprocess (a fresh interpreter, not a fork: it is safe inside threaded Ray workers)."""
 
@@ -216,6 +221,18 @@ class _Worker:
         self.conn = Connection(from_child_r, writable=False)
         self.task: tuple | None = None
         self.started = 0.0
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait (bounded) for the worker's imports, so that they never count against the first comparison's bound
+        (under load they took longer than the bound: a timeout verdict that a quiet machine would not give)."""
+        if not self.ready:
+            self.ready = True
+            try:
+                if self.conn.poll(STARTUP_S):
+                    self.conn.recv()
+            except (EOFError, OSError):
+                pass  # it died starting: the comparison given to it is graded "verifier process died"
 
     def send(self, obj) -> None:
         self.send_conn.send(obj)
@@ -306,10 +323,19 @@ class Verifier:
         while queue or busy:
             for slot, w in enumerate(self._workers):
                 if w.task is None and queue:
+                    w.wait_ready()
                     w.task = queue.pop()
                     w.started = time.perf_counter()
-                    w.send(w.task)
+                    try:
+                        w.send(w.task)
+                    except OSError:  # it died before the comparison reached it
+                        yield w.task[0], Grade(ERROR, 0.0, "verifier process died")
+                        w.kill()
+                        self._workers[slot] = _Worker(self.memory_limit, self.timeout_s)
+                        continue
                     busy[slot] = w
+            if not busy:
+                continue
             now = time.perf_counter()
             deadline = min(w.started + self.timeout_s for w in busy.values())
             ready = wait([w.conn for w in busy.values()], timeout=max(0.0, deadline - now))
@@ -319,7 +345,10 @@ class Verifier:
                 elapsed = time.perf_counter() - w.started
                 if w.conn in ready:
                     try:
-                        _, verdict, detail = w.conn.recv()
+                        message = w.conn.recv()
+                        if message == READY:  # a hello later than STARTUP_S: the answer is still to come
+                            continue
+                        _, verdict, detail = message
                         yield task[0], Grade(verdict, elapsed, detail)
                         w.task = None
                         del busy[slot]
