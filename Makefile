@@ -13,8 +13,8 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 .PHONY: demo test test-fast test-core test-vllm venv clean bench
 
 # The tests share two cores between two streams (or two workers): an idle OpenMP thread sleeps instead of spinning,
-# or torch's second thread burns the core the other stream needs (a tiny model's SFT step under a competing process:
-# 1.16 s spinning, 0.70 s passive; alone 0.40 and 0.47 s).
+# or torch's second thread burns the core the other stream needs (benchmarks/omp_contention.py: a tiny model's SFT
+# step beside a busy process 1.15 s spinning, 0.68 s passive; alone 0.37 and 0.41 s).
 test test-fast test-core test-vllm: export OMP_WAIT_POLICY = PASSIVE
 
 $(VENV)/.installed: pyproject.toml
