@@ -87,7 +87,8 @@ def pick(decided: pa.Table, policy: Policy | None = None) -> dict[str, dict[str,
                                 pc.equal(decided.column("verdict"), CORRECT)), False)
     score = pc.fill_null(_col(decided, "branch_score", pa.float64()), float("nan"))
     candidates = pc.or_(dropped, kept)
-    t = decided.drop_columns([c for c in BULK if c in decided.column_names]).filter(candidates)
+    bulk = decided.select([c for c in BULK if c in decided.column_names])
+    t = decided.drop_columns(bulk.column_names).filter(candidates)
     t = t.append_column("_row", pa.array(np.flatnonzero(candidates.to_numpy(zero_copy_only=False))))
     kind, by_rule, kept, dropped = (pc.filter(x, candidates) for x in (kind, by_rule, kept, dropped))
     score = pc.filter(score, candidates).to_numpy(zero_copy_only=False)
@@ -114,7 +115,7 @@ def pick(decided: pa.Table, policy: Policy | None = None) -> dict[str, dict[str,
             sub = sub.append_column(name, pa.array(values))
         for source, rows in _first(sub, order).items():
             picked = sub.take(rows)
-            texts = decided.select([c for c in BULK if c in decided.column_names]).take(picked.column("_row"))
+            texts = bulk.take(picked.column("_row"))
             out.setdefault(source, {})[category] = [
                 _example({**r, **full}, _order(r, direction, key is not None))
                 for r, full in zip(picked.to_pylist(), texts.to_pylist())]
