@@ -67,6 +67,10 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
                                    "chunk; nodes an autoscaler adds are used)")
     verifier_cpus: float = Field(0.25, ge=0.0, le=1.0, description="CPU reserved for each math-verify worker "
                                  "process of an actor (they run only for answers that are not plain numbers)")
+    select_in_driver_below_rows: int = Field(250_000, ge=0, description="phase 2 (select) runs in the driver "
+                                             "process when the input holds fewer records than this: their rank "
+                                             "keys fit its memory, and tasks would start cold worker processes for "
+                                             "a second's work (0: always as tasks)")
     skip_unreadable: bool = Field(False, description="an input file that cannot be read (a damaged Parquet footer, "
                                   "a compressed file that does not decode) or whose fields fit no format is one "
                                   "reject naming it, and the rest is curated (default: the job stops before any work "
@@ -75,6 +79,7 @@ class CurateConfig(Settings, InputSettings, OutputSettings, ReadSettings, Scorin
     EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = (
         "plugins", "s3_endpoint", "s3_region", "overwrite", "num_cpus", "actors", "batch_rows", "verify_workers",
         "block_mb", "min_actors", "max_actors", "verifier_cpus", "in_process_below_mb",
+        "select_in_driver_below_rows",
         "skip_unreadable")  # a run it lets finish would have stopped without it: no outputs of its own to tell apart
     HASHED_SINCE_V1: ClassVar[tuple[str, ...]] = (
         "delete_steps", "drop_top", "input", "keep_incorrect", "lexicon", "max_response_chars", "output", "proxy",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 
 
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from raypipe.core import io
 from raypipe.core.errors import ConfigMismatch, LayoutError
 from raypipe.core.formats import make_format
+from raypipe.core.html import pyplot
 from raypipe.core.policy import DECISION_CHAIN, Policy
 from raypipe.core.scoring import Scorer
 from raypipe.curate import fingerprint, policy_from
@@ -167,20 +169,29 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
          f"{len(pending)} to score -> {config.output}")
     scored = run_phase1(config, index_lines(chunks, pending, config, storage, ex), ex) if pending else {}
-    expected = harmonise_markup(config, chunks, scored, storage, ex)
+    scored = chunk_summaries(config, chunks, scored, storage)
+    expected = harmonise_markup(config, chunks, {k: s["markups"] for k, s in scored.items()}, storage, ex)
     reference = score_reference(config, storage, ex, reference_chunks) if reference_chunks else []
     frozen = earlier.policy() if earlier else None
 
+    records = sum(s["records"] for s in scored.values())
+    select_ex = ex if records >= config.select_in_driver_below_rows else LocalExecutor(ex.cpus())
+    if select_ex is not ex:  # phase 3's worker processes start and import while the driver selects
+        for _ in range(int(ex.cpus())):
+            ex.submit(_warm_writer, config.model_dump_json(), cpus=1)
     policy, selected = select_policy(
-        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage, ex,
-        reference_chunks=reference, frozen=frozen)
+        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
+        select_ex, reference_chunks=reference, frozen=frozen)
     if earlier:
         policy = policy_from.reference_steps(earlier, policy, config.output, storage)
     policy = policy.model_copy(update={"markup_by_source": expected})
     suspects = selected["suspect_references"]
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{len(suspects)} suspect references found, {len(policy.suspect_references)} kept out, "
-         f"{selected.get('passes', 0)} ranking passes")
+         f"{selected.get('passes', 0)} ranking passes"
+         + (f" (in the driver: {records:,} records)" if select_ex is not ex else ""))
+    if not isinstance(ex, LocalExecutor):  # the report's plotting library loads while the cluster writes
+        threading.Thread(target=pyplot, daemon=True).start()
     stats, merged = run_phase3(config, chunks, policy, storage, ex)
     dedup = {"duplicates": selected["duplicates"], "renamed_ids": selected["renamed"]}
     manifest = build_manifest(config, inputs, stats, merged, dedup, policy, time.time() - t_start)
@@ -271,7 +282,8 @@ def score_reference(config: CurateConfig, storage: io.Storage, ex: Executor,
 
 def run_phase1(config: CurateConfig, pending: list[Chunk], ex: Executor,
                label: str = "phase 1/3 score") -> dict[str, dict]:
-    """Score the pending chunks (the ScoreChunk stage in an autoscaling actor pool); {chunk key: its markup votes}."""
+    """Score the pending chunks (the ScoreChunk stage in an autoscaling actor pool); {chunk key: {"markups": its
+    markup votes, "records": its record count}}."""
     pool = scoring_pool(config, len(pending), ex.cpus())
     _say(f"{label}: {pool.min_size}..{pool.max_size} actors x {pool.cpus:g} CPU (incl. {config.verify_workers} "
          "verifier process(es))")
@@ -280,28 +292,34 @@ def run_phase1(config: CurateConfig, pending: list[Chunk], ex: Executor,
                       size=lambda c: c["nbytes"], records=lambda r: int(r["records"])):
         if row["error"]:
             errors.append(row["error"])
-        markups[row["key"]] = json.loads(row["markups"])
+        markups[row["key"]] = {"markups": json.loads(row["markups"]), "records": int(row["records"])}
     if errors:
         more = f" ({len(errors) - 1} more chunk(s) like it)" if len(errors) > 1 else ""
         raise LayoutError(f"{errors[0]}{more}, or pass --skip-unreadable to reject such rows and curate the rest")
     return markups
 
 
-def harmonise_markup(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
-                     storage: io.Storage, ex: Executor) -> dict[str, str]:
-    """The dataset's markup per source, with the records it makes unfinished fixed in their chunks (see
-    raypipe.curate.markup). Chunks scored by an earlier run give their votes from their markers."""
+def chunk_summaries(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
+                    storage: io.Storage) -> dict[str, dict]:
+    """{chunk key: {"markups", "records"}} of every chunk: phase 1's, and for the chunks scored by an earlier run,
+    their markers'."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def marker_votes(c: Chunk) -> dict:
+    def from_marker(c: Chunk) -> dict:
         marker = json.loads(io.read_text(marker_uri(config.output, c.key), storage) or "{}")
-        if "markups" in marker:
-            return marker["markups"]
-        return json.loads(read_votes(scored_uri(config.output, c.key), storage))  # a marker from before votes
+        markups = marker["markups"] if "markups" in marker else \
+            json.loads(read_votes(scored_uri(config.output, c.key), storage))  # a marker from before votes
+        return {"markups": markups, "records": marker.get("records", 0)}
 
     earlier = [c for c in chunks if c.key not in known]
     with ThreadPoolExecutor(16) as pool:
-        known = {**known, **dict(zip((c.key for c in earlier), pool.map(marker_votes, earlier)))}
+        return {**known, **dict(zip((c.key for c in earlier), pool.map(from_marker, earlier)))}
+
+
+def harmonise_markup(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
+                     storage: io.Storage, ex: Executor) -> dict[str, str]:
+    """The dataset's markup per source (`known`: each chunk's votes), with the records it makes unfinished fixed
+    in their chunks (see raypipe.curate.markup)."""
     expected = expected_markup([known[c.key] for c in chunks])
     todo = [c for c in chunks if needs_fix(known[c.key], expected)]
     if todo:
@@ -319,6 +337,12 @@ def _fix_markup(config: str, key: str, expected: dict[str, str]) -> int:
                          io.Storage(cfg.s3_endpoint, cfg.s3_region))
     finally:
         scorer.close()
+
+
+def _warm_writer(config: str) -> None:
+    cfg = CurateConfig.model_validate_json(config)
+    load_plugins(cfg.plugins)
+    Scorer(cfg.scoring())
 
 
 class WriteChunk(Stage):
