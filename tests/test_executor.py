@@ -88,3 +88,47 @@ def test_ray_runs_the_same_stage_in_an_actor_pool_and_as_tasks(ray_local):
     got = []
     ex.gather(parts, got.append)
     assert sorted(got) == [2, 3] and LocalExecutor().submit(quotient_and_rest, 17, 5, num_returns=2) == [3, 2]
+
+
+class Slow(Stage):
+    """Records each copy's teardown in a folder (its pid), so the test sees every actor end its stage."""
+
+    name = "slow"
+    reads = ("key", "x")
+    writes = ("key", "pid")
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.resources = Resources(cpus=0.5)
+
+    def process(self, item: dict) -> dict:
+        import time
+
+        time.sleep(0.3)
+        return {"key": item["key"], "pid": os.getpid()}
+
+    def teardown(self) -> None:
+        open(os.path.join(self.folder, str(os.getpid())), "w").close()
+
+
+def test_an_actor_pool_grows_into_free_cpus_and_ends_every_actor(ray_local, tmp_path):
+    """One actor at first; more while work waits and the cluster has room (2 CPUs hold 3 more of 0.5 CPU); each
+    actor tears its stage down and ends when the work is done."""
+    import sys
+    import time
+
+    from ray import cloudpickle
+
+    from raypipe.executor import RayExecutor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rows = list(RayExecutor().map(Slow(str(tmp_path)), [{"key": f"k{i}", "x": i} for i in range(24)],
+                                  pool=Pool(1, 3, 0.5)))
+    pids = {r["pid"] for r in rows}
+    assert sorted(r["key"] for r in rows) == sorted(f"k{i}" for i in range(24))
+    assert 1 < len(pids) <= 3, pids
+    assert {int(p.name) for p in tmp_path.iterdir()} == pids, "every actor ran its stage's teardown"
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids), "the pool's actors ended"
