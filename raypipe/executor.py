@@ -299,12 +299,35 @@ class RayExecutor(Executor):
         return self.ray.get(refs)
 
 
-class LocalExecutor(Executor):
-    """The same calls in this process: a stage set up once, items one after another, `submit` called at once."""
+@dataclass(frozen=True)
+class _Part:
+    """Result `index` of a threaded call that returns several."""
 
-    def __init__(self, cpus: float | None = None):
+    call: Any
+    index: int
+
+
+def _value(ref: Any) -> Any:
+    from concurrent.futures import Future
+
+    if isinstance(ref, _Part):
+        return ref.call.result()[ref.index]
+    return ref.result() if isinstance(ref, Future) else ref
+
+
+class LocalExecutor(Executor):
+    """The same calls in this process: a stage set up once, items one after another; `submit` called at once, or
+    with `threads` > 1 in a pool of threads (for calls that spend their time in Arrow and I/O, which release the
+    GIL), a call's results given to later calls as they are."""
+
+    def __init__(self, cpus: float | None = None, threads: int = 1):
         self._cpus = cpus or os.cpu_count() or 1
         self.stats = {}
+        self._threads = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(threads)  # FIFO: a call's inputs were submitted, so started, before it
 
     def cpus(self) -> float:
         return self._cpus
@@ -332,17 +355,18 @@ class LocalExecutor(Executor):
         stage.close()
 
     def submit(self, fn, *args, cpus=0.5, num_returns=1):
-        out = fn(*args)
-        if num_returns == 1:
-            return out
-        return list(out)
+        if self._threads is None:
+            out = fn(*args)
+            return out if num_returns == 1 else list(out)
+        call = self._threads.submit(lambda: fn(*(_value(a) for a in args)))
+        return call if num_returns == 1 else [_Part(call, i) for i in range(num_returns)]
 
     def gather(self, refs, fold):
         for value in refs:
-            fold(value)
+            fold(_value(value))
 
     def get(self, refs):
-        return refs
+        return [_value(r) for r in refs] if isinstance(refs, list) else _value(refs)
 
     # Datasets in this process are lists of Arrow tables, in order.
     def read(self, fn, items, **kwargs):

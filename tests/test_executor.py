@@ -88,6 +88,9 @@ def test_ray_runs_the_same_stage_in_an_actor_pool_and_as_tasks(ray_local):
     got = []
     ex.gather(parts, got.append)
     assert sorted(got) == [2, 3] and LocalExecutor().submit(quotient_and_rest, 17, 5, num_returns=2) == [3, 2]
+    threaded = LocalExecutor(threads=2)  # results of a call handed to the next as they are, as on Ray
+    q, r = threaded.submit(quotient_and_rest, 17, 5, num_returns=2)
+    assert threaded.get([q, r, threaded.submit(quotient_and_rest, q, r, num_returns=1)]) == [3, 2, (1, 1)]
 
 
 class Slow(Stage):

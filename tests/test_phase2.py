@@ -177,11 +177,13 @@ def test_select_policy_on_ray_equals_the_driver_path(ray_local, tmp_path):
     check_select_policy(RayExecutor(), tmp_path)
 
 
-def test_select_policy_in_process_equals_the_driver_path(tmp_path):
-    """The same tasks through the in-process executor: no Ray, the same policy and fixes."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_select_policy_in_process_equals_the_driver_path(tmp_path, threads):
+    """The same tasks through the in-process executor (calls one after another, or in threads as the job's driver
+    runs them): no Ray, the same policy and fixes."""
     from raypipe.executor import LocalExecutor
 
-    check_select_policy(LocalExecutor(2), tmp_path)
+    check_select_policy(LocalExecutor(2, threads=threads), tmp_path)
 
 
 def check_select_policy(executor, tmp_path):

@@ -52,15 +52,21 @@ def partition_chunk(keys: pa.Table, chunk: int, shard_order: dict[str, int],
         + [pa.array(np.full(n, chunk, np.int64)), pa.array(order, pa.int64()), pa.array(np.zeros(n, bool))],
         schema=ROW_SCHEMA)
     sources, ids = rows.column("source").to_pylist(), rows.column("id").to_pylist()
-    by_content = np.fromiter((_bucket([h], buckets) for h in rows.column("content_hash").to_pylist()),
-                             np.int64, count=n)
-    by_id = np.fromiter((_bucket([s, i], buckets) for s, i in zip(sources, ids)), np.int64, count=n)
-    cand_idx, cand_bucket = [], []
-    for j, (s, i) in enumerate(zip(sources, ids)):
-        m = _NUMBERED.match(i)
-        if m:
-            cand_idx.append(j)
-            cand_bucket.append(_bucket([s, m.group(1)], buckets))
+    if buckets == 1:  # one bucket: every row is in it
+        by_content = by_id = np.zeros(n, np.int64)
+        hashed = np.nonzero(pc.match_substring(rows.column("id"), "#").to_numpy(zero_copy_only=False))[0]
+        cand_idx = [int(j) for j in hashed if _NUMBERED.match(ids[j])]
+        cand_bucket = [0] * len(cand_idx)
+    else:
+        by_content = np.fromiter((_bucket([h], buckets) for h in rows.column("content_hash").to_pylist()),
+                                 np.int64, count=n)
+        by_id = np.fromiter((_bucket([s, i], buckets) for s, i in zip(sources, ids)), np.int64, count=n)
+        cand_idx, cand_bucket = [], []
+        for j, (s, i) in enumerate(zip(sources, ids)):
+            m = _NUMBERED.match(i)
+            if m:
+                cand_idx.append(j)
+                cand_bucket.append(_bucket([s, m.group(1)], buckets))
     if cand_idx:
         cands = rows.take(pa.array(cand_idx, pa.int64()))
         cands = cands.set_column(ROW_SCHEMA.get_field_index("candidate"), "candidate",

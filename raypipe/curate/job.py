@@ -175,7 +175,8 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     frozen = earlier.policy() if earlier else None
 
     records = sum(s["records"] for s in scored.values())
-    select_ex = ex if records >= config.select_in_driver_below_rows else LocalExecutor(ex.cpus())
+    select_ex = ex if records >= config.select_in_driver_below_rows else \
+        LocalExecutor(ex.cpus(), threads=2)
     if select_ex is not ex:  # phase 3's worker processes start and import while the driver selects
         for _ in range(int(ex.cpus())):
             ex.submit(_warm_writer, config.model_dump_json(), cpus=1)
