@@ -96,16 +96,26 @@ class RayExecutor(Executor):
         self.ray = ray
         self.stats = {}
         self._remote = {}
+
+    @property
+    def data(self):
+        """ray.data, imported (0.5 s) and set up at the first dataset: a job of actor pools and tasks needs none."""
+        import ray.data
+
+        from raypipe.ray_env import quiet_data_logs
+
+        quiet_data_logs()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # a job prints its own progress, one bar per map
         ctx.execution_options.preserve_order = True  # datasets come back in input order
+        return ray.data
 
     def read(self, fn: Callable[..., Any], items: list[dict], **kwargs: Any):
         """A Dataset of what fn(batch of one item, **kwargs) returns for each item, in item order."""
-        return self.ray.data.from_items(items).map_batches(fn, fn_kwargs=kwargs, batch_size=1, num_cpus=0.5)
+        return self.data.from_items(items).map_batches(fn, fn_kwargs=kwargs, batch_size=1, num_cpus=0.5)
 
     def read_parquet(self, paths: list[str], filesystem, columns: list[str]):
-        return self.ray.data.read_parquet(paths, filesystem=filesystem, columns=columns)
+        return self.data.read_parquet(paths, filesystem=filesystem, columns=columns)
 
     def tables(self, ds) -> list:
         """The Arrow tables of a Dataset, block by block in order (empty blocks left out)."""
@@ -171,7 +181,7 @@ class RayExecutor(Executor):
         actor = type(f"{type(stage).__name__}Actor", (BatchActor,), {"__module__": __name__})
         return ds.map_batches(actor, fn_constructor_kwargs={"stage": stage}, batch_size=batch_size,
                               batch_format=batch_format,
-                              compute=self.ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+                              compute=self.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
                               num_cpus=pool.cpus, **({"num_gpus": pool.gpus} if pool.gpus else {}))
 
     def submit(self, fn, *args, cpus=0.5, num_returns=1):

@@ -140,17 +140,27 @@ def without_message(logger: str, *prefixes: str) -> Iterator[None]:
         log.removeFilter(drop)
 
 
+_DATA_LEVELS: list[int | None] = []  # per open quiet_ray block, the Ray Data log level it restores (None: not lowered)
+
+
+def quiet_data_logs() -> None:
+    """Inside a quiet_ray block, Ray Data's logger lowered to errors; call it once ray.data is imported (its import
+    sets its loggers up, at info). The import costs 0.5 s, so a job that uses no dataset never pays it."""
+    if _DATA_LEVELS and _DATA_LEVELS[-1] is None:
+        data_log = logging.getLogger("ray.data")
+        _DATA_LEVELS[-1] = data_log.level
+        data_log.setLevel(logging.ERROR)
+
+
 @contextmanager
 def quiet_ray() -> Iterator[None]:
     """Ray Data's per-operator logs and bars off (a job prints its own progress), and the known spurious lines
     (SPURIOUS) filtered out of this process's stderr; everything else passes through unchanged."""
     import threading
 
-    import ray.data  # noqa: F401  (Ray Data sets its loggers up when first imported: before we lower them)
-
-    data_log = logging.getLogger("ray.data")
-    level = data_log.level
-    data_log.setLevel(logging.ERROR)
+    _DATA_LEVELS.append(None)
+    if "ray.data" in sys.modules:
+        quiet_data_logs()
     sys.stderr.flush()
     saved = os.dup(2)
     read_end, write_end = os.pipe()
@@ -184,4 +194,6 @@ def quiet_ray() -> Iterator[None]:
         thread.join(timeout=5)
         os.close(read_end)
         os.close(saved)
-        data_log.setLevel(level)
+        level = _DATA_LEVELS.pop()
+        if level is not None:
+            logging.getLogger("ray.data").setLevel(level)

@@ -125,6 +125,7 @@ def prepare(cfg, model_path: str, storage, sources: list[str], num_cpus_per_acto
     import numpy as np
     import pyarrow.dataset as pads
     import ray
+    import ray.data
 
     from raypipe.executor import Pool, RayExecutor
 
