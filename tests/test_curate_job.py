@@ -85,7 +85,8 @@ def test_s3_gives_the_same_ids_as_local(local_run, s3_bucket):
     for f in TRAJECTORIES.glob("*.jsonl"):
         s3.upload_file(str(f), bucket, f"raw/{f.name}")
     run_curate(CurateConfig(input=f"s3://{bucket}/raw/", output=f"s3://{bucket}/out", s3_endpoint=endpoint,
-                            in_process_below_mb=0))  # Ray Data reading S3, as on a cluster
+                            in_process_below_mb=0,  # the actors reading S3, as on a cluster
+                            select_in_driver_below_rows=0))  # phase 2 as tasks (local_run selects in the driver)
     names = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
     assert "out/manifest.json" in names and "out/report.html" in names
     manifest = json.loads(s3.get_object(Bucket=bucket, Key="out/manifest.json")["Body"].read())

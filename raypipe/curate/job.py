@@ -178,7 +178,7 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     select_ex = ex if records >= config.select_in_driver_below_rows else \
         LocalExecutor(ex.cpus(), threads=2)
     if select_ex is not ex:  # phase 3's worker processes start and import while the driver selects
-        for _ in range(int(ex.cpus())):
+        for _ in range(min(int(ex.cpus()), len(chunks))):
             ex.submit(_warm_writer, config.model_dump_json(), cpus=1)
     policy, selected = select_policy(
         config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
