@@ -1,1 +1,1 @@
-"""The curation job on Ray Data: shards, the three phases, exact per-source selection, manifest and report."""
+"""The curation job on Ray: shards, the three phases, exact per-source selection, manifest and report."""

@@ -1,4 +1,4 @@
-"""The curation job on Ray Data, in three resumable phases.
+"""The curation job on Ray (or in this process, for a small input), in three resumable phases.
 
 0. check (driver, before any work): every Parquet footer and each JSONL file's first rows
    (raypipe.curate.precheck); a file found unusable stops the job with one line, or is one reject.
@@ -390,5 +390,5 @@ def scoring_pool(config: CurateConfig, n_chunks: int, cpus: float) -> Pool:
         return Pool(config.actors, config.actors, per_copy)
     hi = max(1, min(config.max_actors or n_chunks, n_chunks))
     lo = min(hi, config.min_actors or max(1, min(int(cpus), n_chunks)))
-    # On a small machine the pool must leave room for Ray Data's own tasks: a pool holding every CPU deadlocks.
+    # On a small machine the pool leaves room for other tasks (Ray Data's, where a stage reads a dataset).
     return Pool(lo, hi, min(per_copy, max(0.25, (cpus - 0.5) / lo)))
