@@ -175,9 +175,9 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     frozen = earlier.policy() if earlier else None
 
     records = sum(s["records"] for s in scored.values())
-    select_ex = ex if records >= config.select_in_driver_below_rows else \
-        LocalExecutor(ex.cpus(), threads=2)
-    if select_ex is not ex:  # phase 3's worker processes start and import while the driver selects
+    in_driver = not isinstance(ex, LocalExecutor) and records < config.select_in_driver_below_rows
+    select_ex = LocalExecutor(ex.cpus(), threads=2) if in_driver else ex
+    if in_driver:  # phase 3's worker processes start and import while the driver selects
         for _ in range(min(int(ex.cpus()), len(chunks))):
             ex.submit(_warm_writer, config.model_dump_json(), cpus=1)
     policy, selected = select_policy(
@@ -190,7 +190,7 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     _say(f"phase 2/3 select: {selected['duplicates']} duplicates, {selected['renamed']} ids renamed, "
          f"{len(suspects)} suspect references found, {len(policy.suspect_references)} kept out, "
          f"{selected.get('passes', 0)} ranking passes"
-         + (f" (in the driver: {records:,} records)" if select_ex is not ex else ""))
+         + (f" (in the driver: {records:,} records)" if in_driver else ""))
     if not isinstance(ex, LocalExecutor):  # the report's plotting library loads while the cluster writes
         threading.Thread(target=pyplot, daemon=True).start()
     stats, merged = run_phase3(config, chunks, policy, storage, ex)
@@ -310,7 +310,7 @@ def chunk_summaries(config: CurateConfig, chunks: list[Chunk], known: dict[str, 
         marker = json.loads(io.read_text(marker_uri(config.output, c.key), storage) or "{}")
         markups = marker["markups"] if "markups" in marker else \
             json.loads(read_votes(scored_uri(config.output, c.key), storage))  # a marker from before votes
-        return {"markups": markups, "records": marker.get("records", 0)}
+        return {"markups": markups, "records": marker.get("records", float("inf"))}  # unknown: not small
 
     earlier = [c for c in chunks if c.key not in known]
     with ThreadPoolExecutor(16) as pool:
