@@ -268,6 +268,11 @@ class LocalExecutor(Executor):
         for value in refs:
             fold(_value(value))
 
+    def close(self) -> None:
+        """Ends the threads of `submit` (each call, submitted before, runs to its end)."""
+        if self._threads is not None:
+            self._threads.shutdown()
+
     def get(self, refs):
         return [_value(r) for r in refs] if isinstance(refs, list) else _value(refs)
 

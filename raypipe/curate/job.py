@@ -180,9 +180,13 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     if in_driver:  # phase 3's worker processes start and import while the driver selects
         for _ in range(min(int(ex.cpus()), len(chunks))):
             ex.submit(_warm_writer, config.model_dump_json(), cpus=1)
-    policy, selected = select_policy(
-        config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
-        select_ex, reference_chunks=reference, frozen=frozen)
+    try:
+        policy, selected = select_policy(
+            config, [{"key": c.key, "uri": c.uri, "order": c.order, "nbytes": c.nbytes} for c in chunks], storage,
+            select_ex, reference_chunks=reference, frozen=frozen)
+    finally:
+        if in_driver:
+            select_ex.close()
     if earlier:
         policy = policy_from.reference_steps(earlier, policy, config.output, storage)
     policy = policy.model_copy(update={"markup_by_source": expected})
