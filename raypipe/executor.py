@@ -8,7 +8,8 @@
 
 `RayExecutor` puts stages on Ray: actor pools of plain actors (raypipe.executor_pool: restarted and their calls
 retried without limit, as a lost node needs), Ray Data for datasets, tasks with unlimited retries (a stage's work
-is idempotent: it rewrites the same files), a progress bar per map on a terminal and one summary line per map in job logs, with the map's counts.
+is idempotent: it rewrites the same files), a progress bar per map on a terminal and one summary line per map in
+job logs, with the map's counts.
 `LocalExecutor` runs the same calls in the calling process: no Ray, the same outputs.
 """
 from __future__ import annotations

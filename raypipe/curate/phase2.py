@@ -74,12 +74,10 @@ def _concat_with_sources(results):
 
 
 def _fold_keys(results):
-    counts: dict[str, np.ndarray] = {}
     markups: dict = {}
-    for c, m, _ in results:
-        radix.add_counts(counts, c)
+    for _, m, _ in results:
         groupby.fold_markup(markups, m)
-    return ({gid: (np.arange(len(h)), h) for gid, h in counts.items()},
+    return (_fold_counts([r[0] for r in results]),
             [(s, mk, n, first) for (s, mk), (n, first) in markups.items()],
             sorted({s for r in results for s in r[2]}))
 
@@ -97,6 +95,7 @@ def _fold_fetched(results):
         for gid, t in part.items():
             rows.setdefault(gid, []).append(t)
     return {gid: pa.concat_tables(p) for gid, p in rows.items()}
+
 
 def _partition(output, storage, key, chunk, shard_order, buckets):
     keys = io.read_parquet(_scored(output, key), storage, columns=KEY_COLUMNS)
@@ -313,13 +312,9 @@ def select_policy(config: CurateConfig, chunks: list[dict], storage: io.Storage,
         return total
 
     def fetch_pass(groups):
-        rows: dict[str, list] = {}
-
-        def add(part):
-            for gid, t in part.items():
-                rows.setdefault(gid, []).append(t)
-        ex.gather(per_run(_fetch, _fold_fetched, [(c["key"], groups) for c in chunks]), add)
-        return {gid: pa.concat_tables(p) for gid, p in rows.items()}
+        parts: list[dict] = []
+        ex.gather(per_run(_fetch, _fold_fetched, [(c["key"], groups) for c in chunks]), parts.append)
+        return _fold_fetched(parts)
 
     policy, stats = radix.select_thresholds(policy, count_pass, fetch_pass, bucket_limit, sources)
     policy = policy.model_copy(update={"markup_by_source": groupby.dominant_markup(markups)})
