@@ -55,7 +55,12 @@ class Node:
 
 @dataclass
 class LocalCluster:
-    """Head on 127.0.0.2; worker nodes on 127.0.0.3, .4, ...; one temp dir shared by all (one machine)."""
+    """Head on 127.0.0.2; worker nodes on 127.0.0.3, .4, ...; each node its own temp dir under `temp_dir`.
+
+    Nodes must not share a temp dir, as real nodes share no disk: each node's runtime-env agent unpacks a job's
+    working dir into `<temp dir>/<session>/runtime_resources` and removes what it finds there first, so a worker
+    node's first task would delete the files of the driver running on the head (a lazy import then fails).
+    """
 
     cpus_per_node: int = 1
     object_store_mb: int = 150
@@ -74,7 +79,9 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, ip: str, extra: list[str]) -> Node:
-        args = [RAY, "start", "--block", f"--node-ip-address={ip}", f"--temp-dir={self.temp_dir}",
+        node_dir = Path(self.temp_dir) / name
+        node_dir.mkdir(exist_ok=True)
+        args = [RAY, "start", "--block", f"--node-ip-address={ip}", f"--temp-dir={node_dir}",
                 f"--num-cpus={self.cpus_per_node}", f"--object-store-memory={self.object_store_mb << 20}",
                 f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
                 f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
