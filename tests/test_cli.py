@@ -347,6 +347,18 @@ def test_errors_name_the_flag_on_the_command_line_and_the_key_in_yaml(tmp_path, 
     assert capsys.readouterr().err.startswith("raypipe curate: --fields: expects FIELD=PATH,...")
 
 
+def test_input_a_command_cannot_use_is_refused_in_one_line_with_exit_2(tmp_path, capsys):
+    from raypipe.commands import execute, parse
+
+    missing = tmp_path / "no-such-run"
+    assert execute(parse(build_parser(), ["eval", "compare", str(missing), str(missing)])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raypipe eval compare: ") and str(missing) in err and "Traceback" not in err, err
+    assert execute(parse(build_parser(), ["inspect", str(missing), "--worst", "3"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("raypipe inspect: ") and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("text,line", [("input: x\noutput: [y\n", 3), ("a: b\n  c: d\n", 2), ('input: "x\n', 2)])
 def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys, text, line):
     from raypipe.commands import execute, parse

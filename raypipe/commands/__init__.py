@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +34,19 @@ class Command:
     example: str = ""  # command lines shown at the end of its --help, one per line
 
 
+class Refused(Exception):
+    """The command cannot use what it was given: `execute` prints the reason on one line and exits 2."""
+
+
+@contextmanager
+def refusing(*errors: type[BaseException]):
+    """Inside, an error of these types refuses the command (exit 2 and its message) instead of a traceback."""
+    try:
+        yield
+    except errors as e:
+        raise Refused(str(e)) from e
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """parse_args, except that an unknown flag is reported by the command it was given to (its usage), with the
     closest flag that command has."""
@@ -50,34 +64,37 @@ def commands(argv: list[str] | None = None) -> list[Command]:
     return [importlib.import_module(f"raypipe.commands.{m}").COMMAND for m in modules]
 
 
-def add_command(sub, command: Command) -> argparse.ArgumentParser:
+def add_command(sub, command: Command, parent: str = "raypipe") -> argparse.ArgumentParser:
     epilog = "example:\n" + "\n".join(f"  {line}" for line in command.example.strip().splitlines()) \
         if command.example else None
     p = sub.add_parser(command.name, help=command.help, description=command.description or command.help,
                        epilog=epilog, formatter_class=flags.HelpFormatter)
     settings.add_arguments(p, command.model)
-    p.set_defaults(_command=command, _parser=p)
+    p.set_defaults(_command=command, _parser=p, _name=f"{parent} {command.name}")
     if command.subcommands:
         nested = p.add_subparsers(dest=f"_{command.name}_subcommand", metavar="SUBCOMMAND")
         for sc in command.subcommands:
-            add_command(nested, sc)
+            add_command(nested, sc, f"{parent} {command.name}")
     return p
 
 
 def execute(args: argparse.Namespace) -> int:
     """Validate the parsed flags (with --config) into the command's model, then run it."""
-    command: Command = args._command
     try:
         model = settings.from_args(args)
     except ValidationError as e:
         as_flags = set(settings.given(args)) & {a.dest for a in args._parser._actions if a.option_strings}
         detail = settings.describe_error(e, args._settings_model, as_flags, settings.config_path(args))
-        print(f"raypipe {command.name}: invalid settings:\n{detail}", file=sys.stderr)
+        print(f"{args._name}: invalid settings:\n{detail}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as e:
-        print(f"raypipe {command.name}: {e}", file=sys.stderr)
+        print(f"{args._name}: {e}", file=sys.stderr)
         return 2
-    return int(command.run(model) or 0)
+    try:
+        return int(args._command.run(model) or 0)
+    except Refused as e:
+        print(f"{args._name}: {e}", file=sys.stderr)
+        return 2
 
 
 def submitted_job(name: str, argv: list[str] | None = None) -> int:

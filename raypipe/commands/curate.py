@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import sys
 
-from raypipe.commands import Command
+from raypipe.commands import Command, Refused
 from raypipe.curate.config import CurateConfig
 
 
@@ -15,8 +15,7 @@ def run(config: CurateConfig) -> int:
     try:
         manifest = run_curate(config)
     except (ConfigMismatch, LayoutError, UnusableInput, FileNotFoundError, ValueError) as e:
-        print(f"raypipe curate: {e}", file=sys.stderr)
-        return 2
+        raise Refused(str(e)) from e
     except Exception as e:  # a task that failed for good (e.g. an object S3 never served): its root cause, plainly
         print(f"raypipe curate: the job failed: {root_cause(e)}", file=sys.stderr)
         return 1

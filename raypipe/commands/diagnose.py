@@ -1,9 +1,7 @@
 """raypipe diagnose: loss-probe and judge summaries of two sources side by side, next to the paper's figures."""
 from __future__ import annotations
 
-import sys
-
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.diagnostics.config import DiagnoseSettings
 
 
@@ -12,12 +10,9 @@ def run(settings: DiagnoseSettings) -> int:
     from raypipe.diagnostics.compare import write_compare
 
     a, b = settings.sources
-    try:
+    with refusing(FileNotFoundError, ValueError, KeyError):
         rows = write_compare(a, b, settings.loss_outputs, settings.judge_outputs, settings.output,
                              settings.storage())
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"raypipe diagnose: {e}", file=sys.stderr)
-        return 2
     for r in rows:
         print(f"{r['metric']:<28} A={r['a']!s:<24} B={r['b']!s:<24} same direction as paper: {r['same']}")
     print(f"[raypipe] compare page: {settings.output}")

@@ -2,9 +2,7 @@
 branch statistics of the outputs). `raypipe eval compare RUN_A RUN_B …` prints the side-by-side table."""
 from __future__ import annotations
 
-import sys
-
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.eval.config import CompareSettings, EvalConfig
 
 
@@ -13,11 +11,8 @@ def run_compare(settings: CompareSettings) -> int:
     from raypipe.eval.results import compare_table, load_results
 
     storage = settings.storage()
-    try:
+    with refusing(FileNotFoundError, ValueError):
         runs = [(r.rstrip("/").rsplit("/", 1)[-1], load_results(r, storage)) for r in settings.runs]
-    except (FileNotFoundError, ValueError) as e:
-        print(f"raypipe eval compare: {e}", file=sys.stderr)
-        return 2
     print(compare_table(runs, settings.metric))
     return 0
 
@@ -27,11 +22,8 @@ def run(config: EvalConfig) -> int:
     from raypipe.eval.benchmarks import BenchmarkError
     from raypipe.eval.runner import run_eval
 
-    try:
+    with refusing(BenchmarkError, ConfigMismatch, FileNotFoundError, ConnectionError, ImportError):
         run_eval(config)
-    except (BenchmarkError, ConfigMismatch, FileNotFoundError, ConnectionError, ImportError) as e:
-        print(f"raypipe eval: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from raypipe.commands import Command
+from raypipe.commands import Command, Refused
 from raypipe.experiment.config import ExperimentCommandSettings
 
 
@@ -22,11 +22,9 @@ def run(args: ExperimentCommandSettings) -> int:
     try:
         cfg = load_experiment(path, {"output": args.output, "model": args.model, "arms": args.arms})
     except ValidationError as e:
-        print(f"raypipe experiment: invalid configuration {path}:\n{describe_error(e)}", file=sys.stderr)
-        return 2
+        raise Refused(f"invalid configuration {path}:\n{describe_error(e)}") from e
     except (OSError, ValueError) as e:
-        print(f"raypipe experiment: {e}", file=sys.stderr)
-        return 2
+        raise Refused(str(e)) from e
     try:
         if args.config[0] == "plan":
             from raypipe.experiment.plan import estimate, probes, to_text

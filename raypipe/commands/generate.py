@@ -4,9 +4,7 @@ dropped (--abort-when), quotas of kept traces per problem, and a curated output 
 generation's accounting in its manifest."""
 from __future__ import annotations
 
-import sys
-
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.generate.config import GenerateConfig
 
 
@@ -15,11 +13,8 @@ def run(config: GenerateConfig) -> int:
     from raypipe.eval.benchmarks import BenchmarkError
     from raypipe.generate.job import run_generate
 
-    try:
+    with refusing(ConfigMismatch, BenchmarkError, ValueError, FileNotFoundError):
         run_generate(config)
-    except (ConfigMismatch, BenchmarkError, ValueError, FileNotFoundError) as e:
-        print(f"raypipe generate: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

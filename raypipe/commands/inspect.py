@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.curate.config import InspectSettings
 
 
@@ -14,11 +14,8 @@ def run(settings: InspectSettings) -> int:
     from raypipe.curate.inspect import Style, records, rejected, render_text
 
     storage = settings.storage()
-    try:
+    with refusing(FileNotFoundError, ValueError, OSError):
         views = records(settings.folder, storage, settings.id, settings.worst, settings.source)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"raypipe inspect: {e}", file=sys.stderr)
-        return 2
     if not views:
         rejects = rejected(settings.folder, settings.id, storage) if settings.id is not None else []
         for r in rejects:

@@ -1,20 +1,15 @@
 """raypipe judge: label every reasoning step propose | deduce | verify | other, per source (Ray Data)."""
 from __future__ import annotations
 
-import sys
-
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.diagnostics.config import JudgeConfig
 
 
 def run(config: JudgeConfig) -> int:
     from raypipe.diagnostics.judge_job import run_judge
 
-    try:
+    with refusing(FileNotFoundError, ValueError, OSError, RuntimeError):
         run_judge(config)
-    except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
-        print(f"raypipe judge: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -4,9 +4,7 @@ source has a verified-correct trajectory are kept: inputs/<name>/ (the original 
 arm's curation reads) and pairing.json (problems per source, overlap, every exclusion and its reason)."""
 from __future__ import annotations
 
-import sys
-
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.experiment.config import PairConfig
 
 
@@ -14,11 +12,8 @@ def run(config) -> int:
     from raypipe.core.errors import ConfigMismatch, LayoutError
     from raypipe.experiment.pairing import run_pairing
 
-    try:
+    with refusing(ConfigMismatch, LayoutError, FileNotFoundError, ValueError):
         report = run_pairing(config)
-    except (ConfigMismatch, LayoutError, FileNotFoundError, ValueError) as e:
-        print(f"raypipe pair: {e}", file=sys.stderr)
-        return 2
     return 0 if report["paired"] else 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from raypipe.commands import Command
+from raypipe.commands import Command, refusing
 from raypipe.online.config import ServeCommandSettings
 
 
@@ -58,12 +58,9 @@ def run(config: ServeCommandSettings) -> int:
     from raypipe.online.scorer import ManifestError, load_run
 
     settings = config.app_settings()
-    try:
+    with refusing(ManifestError, OSError):
         run_ = load_run(settings.manifest, io.Storage(settings.s3_endpoint, settings.s3_region),
                         allow_version_mismatch=settings.allow_version_mismatch)
-    except (ManifestError, OSError) as e:
-        print(f"raypipe serve: {e}", file=sys.stderr)
-        return 2
 
     from raypipe.ray_env import in_cluster_job
 

