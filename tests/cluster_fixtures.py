@@ -25,10 +25,27 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+_GIVEN: set[int] = set()  # ports handed to a node in this process: never handed out twice
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` free ports, distinct from each other and from every port given before (the kernel may return a port it
+    just returned once that socket is closed, and one node with two equal ports exits at once)."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in _GIVEN:
+                s.close()
+                continue
+            held.append(s)
+        ports = [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+    _GIVEN.update(ports)
+    return ports
 
 
 def cluster_env(**extra: str) -> dict:
@@ -81,12 +98,11 @@ class LocalCluster:
     def _start(self, name: str, ip: str, extra: list[str]) -> Node:
         node_dir = Path(self.temp_dir) / name
         node_dir.mkdir(exist_ok=True)
+        ports = dict(zip(("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc",
+                          "runtime-env-agent", "metrics-export"), _free_ports(6)))
         args = [RAY, "start", "--block", f"--node-ip-address={ip}", f"--temp-dir={node_dir}",
                 f"--num-cpus={self.cpus_per_node}", f"--object-store-memory={self.object_store_mb << 20}",
-                f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-                f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-                "--disable-usage-stats", *extra]
+                *(f"--{k}-port={v}" for k, v in ports.items()), "--disable-usage-stats", *extra]
         log = Path(self.temp_dir) / f"{name}.log"
         proc = subprocess.Popen(args, env=cluster_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=self.temp_dir)
@@ -95,10 +111,10 @@ class LocalCluster:
         return node
 
     def start_head(self) -> Node:
-        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        self.gcs_port, self.dashboard_port, client_port = _free_ports(3)
         node = self._start("head", self.head_ip, [
             "--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={_free_port()}", '--resources={"head_node": 1}'])
+            f"--ray-client-server-port={client_port}", '--resources={"head_node": 1}'])
         self.wait_nodes(1)
         return node
 
