@@ -81,6 +81,33 @@ def check_output(out: Path, n_rows: int) -> dict:
     return manifest
 
 
+PROBE = """
+import os, ray
+ray.init()
+before = os.stat("raypipe/curate/report.py").st_ino
+
+
+@ray.remote(num_cpus=0, resources={"worker_node": 1})
+def elsewhere():
+    return os.getcwd()
+
+
+print("worker node's copy:", ray.get(elsewhere.remote()))
+print("PROBE", os.path.exists("raypipe/curate/report.py") and os.stat("raypipe/curate/report.py").st_ino == before)
+"""
+
+
+def test_the_drivers_working_dir_outlives_a_task_on_another_node(cluster, tmp_path):
+    """A node unpacks a job's working dir itself, removing what it finds there first: nodes sharing a disk would
+    delete the running driver's files at the worker node's first task, and the driver's next lazy import (the
+    report's modules) would fail. Real nodes share no disk; the test cluster's nodes must not either."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    cmd = [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--", "python",
+           str(tmp_path / "probe.py")]
+    p = subprocess.run(cmd, cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "PROBE True" in p.stdout, (p.stdout + p.stderr)[-3000:]
+
+
 def test_job_submit_streams_logs_exits_right_and_uses_both_nodes(cluster, tmp_path):
     n_rows = write_shards(tmp_path / "in", n_shards=4, rows_per_shard=10)
     n_rows += add_slow_rows(tmp_path / "in")  # each shard outlasts an actor's start: both actors get work
