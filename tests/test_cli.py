@@ -357,6 +357,10 @@ def test_input_a_command_cannot_use_is_refused_in_one_line_with_exit_2(tmp_path,
     assert execute(parse(build_parser(), ["inspect", str(missing), "--worst", "3"])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("raypipe inspect: ") and len(err.splitlines()) == 1, err
+    # Training data that is not there is refused before Ray starts (this tier fails a test that starts Ray).
+    assert execute(parse(build_parser(), ["train", "--data", str(missing), "--model", "tiny", "--output",
+                                          str(tmp_path / "sft")])) == 2
+    assert capsys.readouterr().err.strip() == f"raypipe train: training data not found: {missing}"
 
 
 @pytest.mark.parametrize("text,line", [("input: x\noutput: [y\n", 3), ("a: b\n  c: d\n", 2), ('input: "x\n', 2)])

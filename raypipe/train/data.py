@@ -22,7 +22,11 @@ def resolve_data(uri: str, storage) -> str:
     """A curation output folder means its curated/ part."""
     from raypipe.core.io import exists, join
 
-    return join(uri, "curated") if exists(join(uri, "curated"), storage) else uri
+    if exists(join(uri, "curated"), storage):
+        return join(uri, "curated")
+    if not exists(uri, storage):
+        raise FileNotFoundError(f"training data not found: {uri}")
+    return uri
 
 
 def source_names(uri: str, storage) -> list[str]:

@@ -41,8 +41,9 @@ def run_train(cfg) -> dict:
     if os.path.exists(cfg.model):  # a local checkpoint folder (not 'tiny', a hub id or s3://)
         local["model"] = os.path.abspath(cfg.model)
     cfg = cfg.model_copy(update=local)
-    ensure_ray(cfg.num_cpus)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
+    sources = source_names(resolve_data(cfg.data, storage), storage)  # a missing folder fails before Ray starts
+    ensure_ray(cfg.num_cpus)
     model_path = local_model_path(cfg.model, storage)
     fmt = cfg.assistant_format()
     # Fail early on a bad template, or one that strips the reasoning from assistant turns.
@@ -50,7 +51,6 @@ def run_train(cfg) -> dict:
 
     example = render_text(load_tokenizer(model_path), EXAMPLE_PROBLEM, "Let me add 1 and 1.", "\\boxed{2}",
                           cfg.template, fmt)
-    sources = source_names(resolve_data(cfg.data, storage), storage)
     ds, data_stats = prepare(cfg, model_path, storage, sources)
     spe, total = plan_steps(data_stats["train_rows"], cfg)
     attention = choose_attention("cuda" if cfg.use_gpu else "cpu", cfg.pack, cfg.attention)
