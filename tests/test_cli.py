@@ -361,6 +361,9 @@ def test_input_a_command_cannot_use_is_refused_in_one_line_with_exit_2(tmp_path,
     assert execute(parse(build_parser(), ["train", "--data", str(missing), "--model", "tiny", "--output",
                                           str(tmp_path / "sft")])) == 2
     assert capsys.readouterr().err.strip() == f"raypipe train: training data not found: {missing}"
+    assert execute(parse(build_parser(), ["loss-probe", "--input", str(missing), "--model", "tiny", "--output",
+                                          str(tmp_path / "loss")])) == 2
+    assert capsys.readouterr().err.strip() == f"raypipe loss-probe: input not found: {missing}"
 
 
 @pytest.mark.parametrize("text,line", [("input: x\noutput: [y\n", 3), ("a: b\n  c: d\n", 2), ('input: "x\n', 2)])

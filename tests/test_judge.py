@@ -250,10 +250,11 @@ def test_keyword_judge_on_real_trajectories_and_compare_page(spawn, ray_local, t
 
     # a small input is judged in process (no Ray started: raypipe.executor.executor): the same rows as on Ray
     from raypipe.diagnostics.dataset import read_trajectories
+    from raypipe.diagnostics.inputs import list_diagnostic_inputs
     from raypipe.executor import LocalExecutor
 
     ex, cfg = LocalExecutor(), JudgeConfig(input=f"{shared_data}/[rt]*/*.jsonl", output=str(tmp_path / "here"))
-    here, _ = read_trajectories(cfg.input, io.Storage(), None, ex)
+    here = read_trajectories(list_diagnostic_inputs(cfg.input, io.Storage()), io.Storage(), None, ex)
     ex.write_parquet(cfg.backend_class().from_config(cfg).label(here, ex), str(tmp_path / "here"), io.Storage())
     by_id = lambda t: sorted(t.to_pylist(), key=lambda r: (r["source"], r["id"]))  # noqa: E731
     assert by_id(io.read_parquet_dir(str(tmp_path / "here"), io.Storage())) == by_id(pa.Table.from_pylist(rows))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from raypipe.core import io
-from raypipe.diagnostics.inputs import SCHEMA, list_diagnostic_inputs, load_records
+from raypipe.diagnostics.inputs import SCHEMA, load_records
 from raypipe.core.errors import LayoutError
 
 LOADED_SCHEMA = SCHEMA.append(pa.field("error", pa.string()))
@@ -34,12 +34,12 @@ def _load_batch(batch: dict, storage: io.Storage) -> pa.Table:
     return pa.concat_tables([load_file(str(u), storage) for u in batch["uri"]])
 
 
-def read_trajectories(uri: str, storage: io.Storage, limit: int | None = None, ex=None):
-    """The trajectories (LOADED_SCHEMA) as `ex`'s dataset (a Ray Dataset by default), in input order; `limit` keeps
-    the first rows."""
+def read_trajectories(uris: list[str], storage: io.Storage, limit: int | None = None, ex=None):
+    """The trajectories of the input files `uris` (list_diagnostic_inputs: listed before a job starts Ray, so a
+    missing input fails at once) as `ex`'s dataset (a Ray Dataset by default), in input order; `limit` keeps the
+    first rows."""
     from raypipe.executor import RayExecutor
 
     ex = ex or RayExecutor()
-    uris = list_diagnostic_inputs(uri, storage)
     ds = ex.read(_load_batch, [{"uri": u} for u in uris], storage=storage)
-    return (ex.limit(ds, limit) if limit else ds), uris
+    return ex.limit(ds, limit) if limit else ds

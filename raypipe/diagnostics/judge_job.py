@@ -12,13 +12,15 @@ __all__ = ["JudgeConfig", "run_judge"]
 
 def run_judge(config: JudgeConfig) -> dict:
     from raypipe.diagnostics.dataset import read_trajectories
+    from raypipe.diagnostics.inputs import list_diagnostic_inputs
     from raypipe.diagnostics.judge_summary import SUMMARY_COLUMNS, source_summary
     from raypipe.diagnostics.report import write_judge_report
 
     t0 = time.time()
     storage = io.Storage(config.s3_endpoint, config.s3_region)
-    ex = judge_executor(config, storage)
-    ds, uris = read_trajectories(config.input, storage, config.limit, ex)
+    uris = list_diagnostic_inputs(config.input, storage)
+    ex = judge_executor(config, io.total_size(uris, storage))
+    ds = read_trajectories(uris, storage, config.limit, ex)
     print(f"[raypipe] judge ({config.judge_name()}): {len(uris)} input files -> {config.output}", flush=True)
     labelled = config.backend_class().from_config(config).label(ds, ex)
     traj_uri = io.join(config.output, "trajectories")
@@ -41,13 +43,11 @@ def run_judge(config: JudgeConfig) -> dict:
     return summary
 
 
-def judge_executor(config: JudgeConfig, storage: io.Storage):
-    """In this process for a small input (--in-process-below-mb) with no cluster to join, when the backend can run
-    there; else on Ray."""
-    from raypipe.diagnostics.inputs import list_diagnostic_inputs
+def judge_executor(config: JudgeConfig, nbytes: int):
+    """In this process for a small input (`nbytes` under --in-process-below-mb) with no cluster to join, when the
+    backend can run there; else on Ray."""
     from raypipe.executor import LocalExecutor, executor
 
-    nbytes = io.total_size(list_diagnostic_inputs(config.input, storage), storage)
     ex = executor(nbytes, config.in_process_below_mb if config.backend_class().in_process else 0, config.num_cpus)
     if isinstance(ex, LocalExecutor):
         print(f"[raypipe] judge: in this process (input under --in-process-below-mb {config.in_process_below_mb:g}; "

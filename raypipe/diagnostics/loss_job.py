@@ -48,6 +48,7 @@ class ScoreLoss(Stage):
 
 def run_loss_probe(config: LossConfig) -> dict:
     from raypipe.diagnostics.dataset import read_trajectories
+    from raypipe.diagnostics.inputs import list_diagnostic_inputs
     from raypipe.diagnostics.loss_summary import SUMMARY_COLUMNS, source_summary
     from raypipe.diagnostics.report import write_loss_report
     from raypipe.executor import RayExecutor
@@ -55,11 +56,12 @@ def run_loss_probe(config: LossConfig) -> dict:
     from raypipe.tiny import resolve_model
 
     t0 = time.time()
-    ensure_ray(config.num_cpus)
     storage = io.Storage(config.s3_endpoint, config.s3_region)
+    uris = list_diagnostic_inputs(config.input, storage)
+    ensure_ray(config.num_cpus)
     if config.model == "tiny":
         resolve_model("tiny")  # build it once here, not in every actor at the same time
-    ds, uris = read_trajectories(config.input, storage, config.limit)
+    ds = read_trajectories(uris, storage, config.limit)
     ex = RayExecutor()
     pool = ex.pool(config.actors, gpus_per_actor=config.gpus_per_actor, reserve_cpus=1)
     print(f"[raypipe] loss-probe: {len(uris)} input files, {pool.max_size} model actors "
