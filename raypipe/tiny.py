@@ -98,8 +98,13 @@ def build_tiny(path: str | os.PathLike | None = None, hidden: int = 64, layers: 
 
 
 def resolve_model(name_or_path: str) -> str:
-    """'tiny' -> a locally built tiny model; anything else is returned unchanged (a path, s3:// URI or hub id)."""
-    return build_tiny() if name_or_path == "tiny" else name_or_path
+    """'tiny' -> a locally built tiny model; anything else is returned unchanged (a path, s3:// URI or hub id).
+    A local path (starting with /, . or ~) that is not there is a FileNotFoundError naming it, not a hub lookup."""
+    if name_or_path == "tiny":
+        return build_tiny()
+    if name_or_path.startswith(("/", ".", "~")) and not os.path.exists(os.path.expanduser(name_or_path)):
+        raise FileNotFoundError(f"model not found: {name_or_path}")
+    return name_or_path
 
 
 def load_tokenizer(path: str):

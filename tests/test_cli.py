@@ -364,6 +364,17 @@ def test_input_a_command_cannot_use_is_refused_in_one_line_with_exit_2(tmp_path,
     assert execute(parse(build_parser(), ["loss-probe", "--input", str(missing), "--model", "tiny", "--output",
                                           str(tmp_path / "loss")])) == 2
     assert capsys.readouterr().err.strip() == f"raypipe loss-probe: input not found: {missing}"
+    # A model path that is not there is named as such (not looked up on the hub as a repo id).
+    problems = tmp_path / "math500.jsonl"
+    problems.write_text('{"problem": "1+1?", "answer": "2"}\n')
+    assert execute(parse(build_parser(), ["eval", "--model", str(missing), "--benchmarks", "math500",
+                                          "--benchmark-file", f"math500={problems}", "--no-size-check", "--output",
+                                          str(tmp_path / "eval")])) == 2
+    assert capsys.readouterr().err.strip() == f"raypipe eval: model not found: {missing}"
+    (tmp_path / "data").mkdir()
+    assert execute(parse(build_parser(), ["train", "--data", str(tmp_path / "data"), "--model", str(missing),
+                                          "--output", str(tmp_path / "sft")])) == 2
+    assert capsys.readouterr().err.strip() == f"raypipe train: model not found: {missing}"
 
 
 @pytest.mark.parametrize("text,line", [("input: x\noutput: [y\n", 3), ("a: b\n  c: d\n", 2), ('input: "x\n', 2)])

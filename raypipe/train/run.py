@@ -42,9 +42,10 @@ def run_train(cfg) -> dict:
         local["model"] = os.path.abspath(cfg.model)
     cfg = cfg.model_copy(update=local)
     storage = Storage(cfg.s3_endpoint, cfg.s3_region)
-    sources = source_names(resolve_data(cfg.data, storage), storage)  # a missing folder fails before Ray starts
-    ensure_ray(cfg.num_cpus)
+    # A missing data folder or model fails before Ray starts.
+    sources = source_names(resolve_data(cfg.data, storage), storage)
     model_path = local_model_path(cfg.model, storage)
+    ensure_ray(cfg.num_cpus)
     fmt = cfg.assistant_format()
     # Fail early on a bad template, or one that strips the reasoning from assistant turns.
     from raypipe.core.prompts import EXAMPLE_PROBLEM, stamp
