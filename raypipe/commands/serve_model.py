@@ -13,7 +13,7 @@ def run(settings: ServeModelConfig) -> int:
 
     from raypipe.ray_env import ensure_ray
 
-    ensure_ray(num_cpus=settings.num_cpus)
+    ensure_ray(num_cpus=settings.num_cpus)  # first: building a Serve LLM app would start a Ray of its own size
     from ray import serve
 
     from raypipe.eval import hosting
@@ -23,6 +23,8 @@ def run(settings: ServeModelConfig) -> int:
         app = s.hosting().app()
     except ImportError as e:
         raise Refused(f"the vllm engine needs vLLM (pip install 'raypipe[gpu]'): {e}") from e
+    except FileNotFoundError as e:  # a model path that is not there
+        raise Refused(str(e)) from e
     url = hosting.start(app, host=s.host, port=s.port, route_prefix=s.route_prefix)
     print(f"serving {s.model} at {url} (OpenAI API); stop with Ctrl-C or SIGTERM", flush=True)
     stop = threading.Event()
