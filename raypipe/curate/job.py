@@ -169,12 +169,12 @@ def _run(config: CurateConfig, storage: io.Storage, chunks: list[Chunk], t_start
     _say(f"{len(inputs)} input files in {len(chunks)} chunks, {len(chunks) - len(pending)} already scored, "
          f"{len(pending)} to score -> {config.output}")
     scored = run_phase1(config, index_lines(chunks, pending, config, storage, ex), ex) if pending else {}
-    scored = chunk_summaries(config, chunks, scored, storage)
-    expected = harmonise_markup(config, chunks, {k: s["markups"] for k, s in scored.items()}, storage, ex)
+    summaries = chunk_summaries(config, chunks, scored, storage)
+    expected = harmonise_markup(config, chunks, {k: s["markups"] for k, s in summaries.items()}, storage, ex)
     reference = score_reference(config, storage, ex, reference_chunks) if reference_chunks else []
     frozen = earlier.policy() if earlier else None
 
-    records = sum(s["records"] for s in scored.values())
+    records = sum(s["records"] for s in summaries.values())
     in_driver = not isinstance(ex, LocalExecutor) and records < config.select_in_driver_below_rows
     select_ex = LocalExecutor(ex.cpus(), threads=2) if in_driver else ex
     if in_driver:  # phase 3's worker processes start and import while the driver selects
@@ -292,16 +292,16 @@ def run_phase1(config: CurateConfig, pending: list[Chunk], ex: Executor,
     pool = scoring_pool(config, len(pending), ex.cpus())
     _say(f"{label}: {pool.min_size}..{pool.max_size} actors x {pool.cpus:g} CPU (incl. {config.verify_workers} "
          "verifier process(es))")
-    errors, markups = [], {}
+    errors, summaries = [], {}
     for row in ex.map(ScoreChunk(config), [c.to_dict() for c in pending], pool=pool, label=label,
                       size=lambda c: c["nbytes"], records=lambda r: int(r["records"])):
         if row["error"]:
             errors.append(row["error"])
-        markups[row["key"]] = {"markups": json.loads(row["markups"]), "records": int(row["records"])}
+        summaries[row["key"]] = {"markups": json.loads(row["markups"]), "records": int(row["records"])}
     if errors:
         more = f" ({len(errors) - 1} more chunk(s) like it)" if len(errors) > 1 else ""
         raise LayoutError(f"{errors[0]}{more}, or pass --skip-unreadable to reject such rows and curate the rest")
-    return markups
+    return summaries
 
 
 def chunk_summaries(config: CurateConfig, chunks: list[Chunk], known: dict[str, dict],
